@@ -1,0 +1,49 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DO_NOT_TRACK := 1
+export UNSTRUCTURED_DISABLE_NOTICE := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLCONFIGDIR := $(CURDIR)/var/.cache/matplotlib
+export XDG_CACHE_HOME := $(CURDIR)/var/.cache
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run serve demo-ingest test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml vendor/en_core_web_sm/pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools
+	# The spaCy model shim first (local, no network), then the project with its pins.
+	$(BIN)/pip install -q --no-build-isolation ./vendor/en_core_web_sm
+	$(BIN)/pip install -q --no-build-isolation -e '.[test]'
+	@rm -rf vendor/en_core_web_sm/build vendor/en_core_web_sm/*.egg-info
+	@touch $(STAMP)
+
+demo-ingest: install
+	$(BIN)/clearance ingest demo --source demo
+
+run: demo-ingest
+	@echo
+	@echo "Clearance is starting on http://127.0.0.1:8000 (embedded: Qdrant Edge + SQLite under ./var)."
+	@echo "Mint a dev token and search, in another terminal:"
+	@echo '  TOKEN=$$($(BIN)/clearance token --sub alice --group finance)'
+	@echo '  curl -s http://127.0.0.1:8000/v1/search -H "Authorization: Bearer $$TOKEN" \'
+	@echo '       -H "Content-Type: application/json" -d '"'"'{"query": "travel expenses", "top_k": 5}'"'"
+	@echo "Demo users: alice (finance), bob (hr), carol (engineering), dave (legal, exec), erin (no groups)."
+	@echo
+	$(BIN)/clearance serve
+
+serve: install
+	$(BIN)/clearance serve
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,180 @@
+"""The one CLI: ``clearance serve | ingest | token | whoami | config show``.
+
+Heavy imports live inside the commands; a domain error becomes one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from core.errors import ClearanceError
+from core.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Clearance: entitlement-aware retrieval.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
+app.add_typer(config_app, name="config")
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj  # type: ignore[no-any-return]
+
+
+@app.callback()
+def main(ctx: typer.Context) -> None:
+    ctx.obj = Settings()
+
+
+def _fail(exc: ClearanceError) -> None:
+    typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+    raise typer.Exit(2)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def serve(ctx: typer.Context, host: Optional[str] = None, port: Optional[int] = None) -> None:
+    """Serve the HTTP API (owns the index while it runs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    s = _settings(ctx)
+    host = host or s.server.host
+    port = port or s.server.port
+    if s.auth.mode == "dev" and not _is_loopback(host) and not s.server.allow_non_loopback_in_dev:
+        _fail(ClearanceError(
+            f"dev auth mode refuses to bind {host}: set CLEARANCE_SERVER__ALLOW_NON_LOOPBACK_IN_DEV=true to force",
+            code="dev_mode_exposed"))
+    try:
+        uvicorn.run(create_app(s), host=host, port=port, log_config=None, access_log=False)
+    except ClearanceError as exc:
+        _fail(exc)
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., exists=True, file_okay=False, help="folder to sync (with an optional acl.toml)"),
+    source: Optional[str] = typer.Option(None, help="source name (default: the folder name)"),
+    server: str = typer.Option("http://127.0.0.1:8000", help="running server to submit to when it owns the index"),
+    token: Optional[str] = typer.Option(None, envvar="CLEARANCE_TOKEN", help="token with clearance:ingest (oidc mode)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Sync a folder into the index: added, changed, ACL-only and deleted documents."""
+    from api.services import build_services
+    from ingest.sources import FilesystemSource
+
+    s = _settings(ctx)
+    try:
+        services = build_services(s)
+    except ClearanceError as exc:
+        if exc.code != "index_locked":
+            _fail(exc)
+        result = _submit(s, server, token, path, source)
+    else:
+        try:
+            src = FilesystemSource(path, source)
+            total = len(src.paths())
+            with typer.progressbar(length=total, label=f"ingesting {src.name}", file=sys.stderr) as bar:
+                report = services.ingestor.sync(src, progress=lambda _k, outcome: bar.update(0 if outcome == "deleted" else 1))
+            result = {"job_id": report.job_id, "counts": report.counts, "chunks": report.chunks,
+                      "errors": [{"doc": d, "code": c, "message": m} for d, c, m in report.errors],
+                      "seconds": round(report.seconds, 3)}
+        except ClearanceError as exc:
+            _fail(exc)
+        finally:
+            services.close()
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result["counts"].items())) or "nothing to do"
+    typer.echo(f"job {result['job_id']}: {counts}; {result['chunks']} chunks written in {result['seconds']} s")
+    for e in result["errors"]:
+        typer.echo(f"  failed {e['doc']}: [{e['code']}] {e['message']}")
+
+
+def _submit(s: Settings, server: str, token: Optional[str], path: Path, source: Optional[str]) -> dict[str, Any]:
+    """The server owns the Edge index: hand the folder to it instead of opening the store."""
+    import httpx
+
+    if token is None:
+        if s.auth.mode != "dev":
+            _fail(ClearanceError("the index is owned by a running server; pass --token with clearance:ingest", code="index_locked"))
+        from auth.dev_issuer import DevIssuer
+
+        token = DevIssuer(s.auth, s.storage.dev_key_path).mint("clearance-cli", scopes=["clearance:ingest"])
+    typer.echo(f"index is owned by the server at {server}; submitting the folder to it", err=True)
+    try:
+        resp = httpx.post(f"{server}/v1/ingest/jobs", json={"path": str(path.resolve()), "source": source},
+                          headers={"authorization": f"Bearer {token}"}, timeout=3600)
+    except httpx.HTTPError as exc:
+        _fail(ClearanceError(f"index is locked and the server is unreachable: {exc}", code="index_locked"))
+    if resp.status_code != 200:
+        err = resp.json().get("error", {}) if resp.headers.get("content-type", "").startswith("application/json") else {}
+        _fail(ClearanceError(err.get("message", resp.text[:200]), code=err.get("code", f"http_{resp.status_code}")))
+    return resp.json()  # type: ignore[no-any-return]
+
+
+@app.command()
+def token(
+    ctx: typer.Context,
+    sub: str = typer.Option(..., help="subject (user id)"),
+    group: list[str] = typer.Option([], help="group claim; repeat for several"),
+    role: list[str] = typer.Option([], help="role claim; repeat for several"),
+    scope: list[str] = typer.Option(["clearance:search"], help="OAuth scope; repeat for several"),
+    ttl: int = typer.Option(3600, help="lifetime in seconds"),
+) -> None:
+    """Mint a token from the dev issuer (auth.mode=dev only)."""
+    from auth.dev_issuer import DevIssuer
+
+    s = _settings(ctx)
+    if s.auth.mode != "dev":
+        _fail(ClearanceError("tokens can only be minted in auth.mode=dev", code="not_dev_mode"))
+    typer.echo(DevIssuer(s.auth, s.storage.dev_key_path).mint(sub, groups=group, roles=role, scopes=scope, ttl_s=ttl))
+
+
+@app.command()
+def whoami(ctx: typer.Context, token: str = typer.Option(..., envvar="CLEARANCE_TOKEN"),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Validate a token locally and show the principals it resolves to."""
+    from auth.authenticator import build_authenticator
+
+    s = _settings(ctx)
+    try:
+        ent = build_authenticator(s.auth, s.storage.dev_key_path).authenticate(f"Bearer {token}")
+    except ClearanceError as exc:
+        _fail(exc)
+    data = {"subject": ent.subject, "issuer": ent.issuer, "tenant": ent.tenant,
+            "principals": sorted(ent.principals), "scopes": sorted(ent.scopes)}
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        for k, v in data.items():
+            typer.echo(f"{k}: {', '.join(v) if isinstance(v, list) else v}")
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context) -> None:
+    """Print the effective settings with secrets masked."""
+    typer.echo(json.dumps(_settings(ctx).masked(), indent=2))
+
+
+def run() -> None:
+    try:
+        app()
+    except ClearanceError as exc:  # pragma: no cover - last resort for errors raised outside commands
+        typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+        sys.exit(2)

@@ -1,0 +1,51 @@
+"""The one handler that renders errors: ``{"error": {"code", "message", "request_id"}}``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import AuthenticationError, BackendUnavailableError, ClearanceError, PermissionDeniedError
+from core.logging import Log
+
+log = Log("clearance.api")
+
+
+def _body(request: Request, code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message, "request_id": getattr(request.state, "request_id", None)}}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ClearanceError)
+    async def clearance_error(request: Request, exc: ClearanceError) -> JSONResponse:
+        headers: dict[str, str] = {}
+        if isinstance(exc, AuthenticationError):
+            if exc.code == "missing_token":
+                headers["WWW-Authenticate"] = 'Bearer realm="clearance"'
+            else:
+                headers["WWW-Authenticate"] = f'Bearer realm="clearance", error="invalid_token", error_description="{exc.message}"'
+        elif isinstance(exc, PermissionDeniedError):
+            headers["WWW-Authenticate"] = 'Bearer realm="clearance", error="insufficient_scope"'
+        elif isinstance(exc, BackendUnavailableError):
+            headers["Retry-After"] = str(exc.retry_after_s)
+        if exc.status >= 500:
+            log.error("request.failed", code=exc.code, path=request.url.path)
+        return JSONResponse(_body(request, exc.code, exc.message), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return JSONResponse(_body(request, "invalid_request", f"{where}: {first.get('msg', 'invalid')}"), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(_body(request, code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request.crashed", exc=True, path=request.url.path, error=type(exc).__name__)
+        return JSONResponse(_body(request, "internal_error", "internal error"), status_code=500)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from api.deps import SearchCaller, ServicesDep
+from core.types import Scope
+
+router = APIRouter(tags=["search"])
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=4000)
+    top_k: int = Field(default=10, ge=1, le=100)
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    max_age: int | None = Field(default=None, ge=1, description="only chunks modified within this many seconds")
+    sources: list[str] | None = Field(default=None, min_length=1)
+    modified_after: datetime | None = None
+    modified_before: datetime | None = None
+    explain: bool = False
+
+
+class Hit(BaseModel):
+    id: str
+    score: float
+    text: str
+    snippet: str
+    provenance: dict[str, Any]
+    explain: dict[str, Any] | None = None
+
+
+class SearchResponse(BaseModel):
+    hits: list[Hit]
+    mode: str
+    took_ms: float
+    degraded: bool
+    warnings: list[str]
+
+
+def scope_for(caller: Any, req: SearchRequest | None = None) -> Scope:
+    if req is None:
+        return Scope(entitlements=caller)
+    return Scope(entitlements=caller, max_age_s=req.max_age,
+                 sources=frozenset(req.sources) if req.sources else None,
+                 modified_after=req.modified_after, modified_before=req.modified_before)
+
+
+@router.post("/v1/search", response_model=SearchResponse)
+def search(req: SearchRequest, caller: SearchCaller, services: ServicesDep) -> SearchResponse:
+    res = services.search.search(scope_for(caller, req), req.query, top_k=req.top_k, mode=req.mode, explain=req.explain)
+    return SearchResponse(
+        hits=[Hit(id=h.id, score=h.score, text=h.text, snippet=h.snippet, provenance=h.provenance, explain=h.explain) for h in res.hits],
+        mode=res.mode, took_ms=round(res.took_ms, 3), degraded=res.degraded, warnings=res.warnings,
+    )
+
+
+@router.get("/v1/documents/{source}/{doc_id:path}")
+def get_document(source: str, doc_id: str, caller: SearchCaller, services: ServicesDep) -> dict:
+    return services.search.document(scope_for(caller), source, doc_id)
+
+
+@router.get("/v1/chunks/count")
+def count_chunks(caller: SearchCaller, services: ServicesDep) -> dict:
+    return {"visible_chunks": services.search.count(scope_for(caller))}

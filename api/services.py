@@ -1,0 +1,58 @@
+"""Composition root: the only place that picks implementations from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from auth.authenticator import Authenticator, build_authenticator
+from core.settings import Settings
+from ingest.catalog import Catalog
+from ingest.pipeline import Ingestor
+from retrieval.bm25 import Bm25Encoder
+from retrieval.embedder import Embedder, build_embedder
+from retrieval.index import ChunkIndex
+from retrieval.service import SearchService
+
+
+@dataclass
+class Services:
+    settings: Settings
+    catalog: Catalog
+    index: ChunkIndex
+    embedder: Embedder
+    bm25: Bm25Encoder
+    search: SearchService
+    ingestor: Ingestor
+    auth: Authenticator
+
+    def close(self) -> None:
+        self.index.close()
+        self.catalog.close()
+
+
+def build_index(settings: Settings, dim: int) -> ChunkIndex:
+    if settings.qdrant.url or settings.qdrant.local_path:
+        from retrieval.server_index import QdrantServerIndex
+
+        return QdrantServerIndex(settings.qdrant, dim)
+    from retrieval.edge_index import EdgeIndex
+
+    return EdgeIndex(settings.storage.edge_path, dim)
+
+
+def build_services(settings: Settings, *, embedder: Embedder | None = None) -> Services:
+    embedder = embedder or build_embedder(settings.embedder)
+    catalog = Catalog(settings.catalog_url())
+    index = build_index(settings, embedder.dim)
+    r = settings.retrieval
+    bm25 = Bm25Encoder(k1=r.bm25_k1, b=r.bm25_b, avg_len=r.bm25_avg_len)
+    return Services(
+        settings=settings,
+        catalog=catalog,
+        index=index,
+        embedder=embedder,
+        bm25=bm25,
+        search=SearchService(r, index, embedder, bm25),
+        ingestor=Ingestor(settings.ingest, catalog, index, embedder, bm25),
+        auth=build_authenticator(settings.auth, settings.storage.dev_key_path),
+    )

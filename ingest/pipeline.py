@@ -1,0 +1,213 @@
+"""Ingestion: source documents → parsed, chunked, embedded points in the index, recorded in the
+catalog. Idempotent and incremental:
+
+- unchanged content and ACL: no-op;
+- ACL-only change: payload update, no parse, no embedding, visible to the next search;
+- changed content: chunks replaced (deterministic ids; leftovers deleted);
+- gone from the source listing: chunks and catalog row deleted.
+
+Crash safety: before touching the index a document row is marked ``writing`` with every id
+the write may touch; ``recover()`` removes those points and forces a re-ingest, so a kill at
+any point leaves no orphaned, duplicated or half-updated chunks once recovery runs.
+A bad document records a per-document error code and the job goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Iterable
+
+from core.errors import ClearanceError, IngestError
+from core.settings import IngestSettings
+from core.types import Acl, SourceDocument
+from ingest.catalog import Catalog, DocumentRow, JobItemRow, dumps, utcnow
+from ingest.chunking import TextChunk, chunk_elements
+from ingest.parse import parse
+from ingest.sources import DocumentSource, content_hash
+from retrieval.bm25 import Bm25Encoder
+from retrieval.embedder import Embedder
+from retrieval.index import ChunkIndex, IndexPoint
+
+_NAMESPACE = uuid.UUID("6f1c2a9e-3d5b-4c1e-9a7f-0b8e2d4c6a10")
+
+Progress = Callable[[str, str], None]  # (doc_key, outcome)
+
+
+def point_id(doc_key: str, chunk_index: int) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{doc_key}#{chunk_index}"))
+
+
+@dataclass
+class JobReport:
+    job_id: int
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: list[tuple[str, str, str]] = field(default_factory=list)  # (doc, code, message)
+    chunks: int = 0
+    seconds: float = 0.0
+
+
+class Ingestor:
+    def __init__(
+        self, settings: IngestSettings, catalog: Catalog, index: ChunkIndex, embedder: Embedder, bm25: Bm25Encoder
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.index = index
+        self.embedder = embedder
+        self.bm25 = bm25
+
+    def doc_key(self, source: str, doc_id: str) -> str:
+        return f"{self.settings.tenant}/{source}/{doc_id}"
+
+    # -- jobs -----------------------------------------------------------------------------
+    def sync(self, source: DocumentSource, progress: Progress | None = None, full: bool = True) -> JobReport:
+        self.recover()
+        started = time.perf_counter()
+        job = self.catalog.start_job(source.name)
+        report = JobReport(job_id=int(job.id or 0))
+        items: list[JobItemRow] = []
+        seen: set[str] = set()
+        for doc in source.documents():
+            key = self.doc_key(doc.source, doc.doc_id)
+            seen.add(key)
+            items.append(self._one(job.id or 0, key, lambda d=doc: self.apply(d), report, progress))
+        if full:
+            for row in list(self.catalog.documents(self.settings.tenant, source.name)):
+                if row.key not in seen:
+                    items.append(self._one(job.id or 0, row.key, lambda r=row: self._delete_row(r), report, progress))
+        job.state = "done"
+        job.finished_at = utcnow()
+        for outcome, n in report.counts.items():
+            if hasattr(job, outcome):
+                setattr(job, outcome, n)
+        job.chunks = report.chunks
+        self.catalog.save_job(job, items)
+        self.index.optimize()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _one(self, job_id: int, key: str, action: Callable[[], tuple[str, int]], report: JobReport,
+             progress: Progress | None) -> JobItemRow:
+        t0 = time.perf_counter()
+        try:
+            outcome, chunks = action()
+            item = JobItemRow(job_id=job_id, doc_key=key, outcome=outcome, chunks=chunks)
+        except ClearanceError as exc:
+            outcome, chunks = "failed", 0
+            report.errors.append((key, exc.code, exc.message))
+            item = JobItemRow(job_id=job_id, doc_key=key, outcome=outcome, error_code=exc.code, error_message=exc.message[:1000])
+        item.duration_ms = (time.perf_counter() - t0) * 1000
+        report.counts[outcome] = report.counts.get(outcome, 0) + 1
+        report.chunks += chunks
+        if progress is not None:
+            progress(key, outcome)
+        return item
+
+    # -- one document ---------------------------------------------------------------------
+    def apply(self, doc: SourceDocument) -> tuple[str, int]:
+        """Bring the index and catalog in line with ``doc``. Returns (outcome, chunks written)."""
+        if len(doc.content) > self.settings.max_file_bytes:
+            raise IngestError(f"file exceeds {self.settings.max_file_bytes} bytes", code="too_large")
+        key = self.doc_key(doc.source, doc.doc_id)
+        digest = content_hash(doc.content)
+        row = self.catalog.get(key)
+        if row is not None and row.state == "indexed" and row.content_hash == digest:
+            if row.acl == doc.acl:
+                return "unchanged", 0
+            self.set_acl(key, doc.acl)
+            return "acl_updated", 0
+        try:
+            chunks = chunk_elements(
+                parse(doc.filename, doc.content),
+                max_chars=self.settings.chunk_chars,
+                overlap_chars=self.settings.chunk_overlap_chars,
+            )
+        except IngestError:
+            if row is not None and row.acl != doc.acl:
+                self.set_acl(key, doc.acl)  # permissions propagate even when new content is bad
+            raise
+        self._write(key, doc, digest, chunks, row)
+        return ("updated" if row is not None else "added"), len(chunks)
+
+    def _write(self, key: str, doc: SourceDocument, digest: str, chunks: list[TextChunk], row: DocumentRow | None) -> None:
+        texts = [self._embed_text(doc, c) for c in chunks]
+        dense = self.embedder.embed(texts)
+        now = utcnow()
+        new_ids = [point_id(key, i) for i in range(len(chunks))]
+        old_ids = row.ids if row is not None else []
+        version = digest[:16]
+        record = DocumentRow(
+            key=key, tenant=self.settings.tenant, source=doc.source, doc_id=doc.doc_id, uri=doc.uri,
+            title=doc.title, version=version, content_hash=digest, acl_allow=dumps(doc.acl.allow),
+            acl_deny=dumps(doc.acl.deny), modified_at=doc.modified_at, ingested_at=now, state="writing",
+            point_ids=json.dumps(old_ids), pending_ids=json.dumps(sorted(set(old_ids) | set(new_ids))),
+        )
+        self.catalog.put(record)
+        points = [
+            IndexPoint(pid, vec.tolist(), self.bm25.encode_document(text), self._payload(key, doc, version, digest, i, c, now))
+            for i, (pid, vec, text, c) in enumerate(zip(new_ids, dense, texts, chunks))
+        ]
+        self.index.upsert(points)
+        self.index.delete(sorted(set(old_ids) - set(new_ids)))
+        record.state, record.point_ids, record.pending_ids = "indexed", json.dumps(new_ids), "[]"
+        self.catalog.put(record)
+
+    @staticmethod
+    def _embed_text(doc: SourceDocument, c: TextChunk) -> str:
+        head = " — ".join(x for x in (doc.title, c.section) if x)
+        return f"{head}\n{c.text}" if head else c.text
+
+    def _payload(self, key: str, doc: SourceDocument, version: str, digest: str, i: int, c: TextChunk,
+                 now: datetime) -> dict:
+        return {
+            "tenant": self.settings.tenant, "source": doc.source, "doc_id": doc.doc_id, "doc_key": key,
+            "uri": doc.uri, "title": doc.title, "section": c.section, "page": c.page,
+            "element_types": list(c.element_types), "chunk_index": i, "version": version,
+            "content_hash": digest, "modified_at": doc.modified_at.isoformat(),
+            "modified_ts": doc.modified_at.timestamp(), "ingested_at": now.isoformat(),
+            "acl_allow": sorted(doc.acl.allow), "acl_deny": sorted(doc.acl.deny), "text": c.text,
+        }
+
+    def set_acl(self, key: str, acl: Acl) -> None:
+        """ACL-only change: payload update on every chunk, never a re-embed."""
+        row = self.catalog.get(key)
+        if row is None:
+            raise IngestError(f"unknown document {key}", code="not_found")
+        self.index.set_payload(row.ids, {"acl_allow": sorted(acl.allow), "acl_deny": sorted(acl.deny)})
+        row.acl_allow, row.acl_deny = dumps(acl.allow), dumps(acl.deny)
+        self.catalog.put(row)
+
+    def delete(self, source: str, doc_id: str) -> bool:
+        row = self.catalog.get(self.doc_key(source, doc_id))
+        if row is None:
+            return False
+        self._delete_row(row)
+        return True
+
+    def _delete_row(self, row: DocumentRow) -> tuple[str, int]:
+        row.state = "writing"
+        row.pending_ids = row.point_ids
+        self.catalog.put(row)
+        self.index.delete(row.ids)
+        self.catalog.remove(row.key)
+        return "deleted", 0
+
+    def recover(self) -> int:
+        """Undo writes interrupted by a crash: remove their points and force a re-ingest."""
+        fixed = 0
+        for row in list(self.catalog.documents()):
+            if row.state != "writing":
+                continue
+            self.index.delete(sorted(set(json.loads(row.pending_ids)) | set(row.ids)))
+            row.state, row.point_ids, row.pending_ids, row.content_hash = "indexed", "[]", "[]", ""
+            self.catalog.put(row)
+            fixed += 1
+        return fixed
+
+
+def ingest_documents(ingestor: Ingestor, docs: Iterable[SourceDocument]) -> list[tuple[str, int]]:
+    return [ingestor.apply(d) for d in docs]

@@ -1,0 +1,156 @@
+"""Qdrant Edge (in-process) implementation of ``ChunkIndex``: the embedded default.
+
+Edge allows one process per shard (a second open fails on the WAL lock), so the process that
+opens it owns it; see the README's "Who owns the index".
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import qdrant_edge as qe
+
+from core.errors import BackendUnavailableError
+from core.types import SearchMode
+from retrieval.index import DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, rank_legs, validate_point
+from retrieval.scope_filter import FLOAT_FIELDS, KEYWORD_FIELDS, CompiledFilter, Condition, Match, Range
+
+
+def _condition(c: Condition) -> qe.FieldCondition:
+    if isinstance(c, Match):
+        return qe.FieldCondition(key=c.key, match=qe.MatchAny(any=list(c.values)))
+    return qe.FieldCondition(key=c.key, range=qe.RangeFloat(gte=c.gte, lt=c.lt))
+
+
+def to_edge_filter(flt: CompiledFilter) -> qe.Filter:
+    return qe.Filter(
+        must=[_condition(c) for c in flt.must],
+        must_not=[qe.Filter(must=[_condition(c) for c in group]) for group in flt.must_not],
+    )
+
+
+def _id(pid: Any) -> str:
+    return str(pid) if isinstance(pid, uuid.UUID) else str(pid)
+
+
+class EdgeIndex:
+    def __init__(self, path: Path, dim: int) -> None:
+        self.dim = dim
+        self._write_lock = threading.Lock()
+        config = qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        )
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            if any(path.iterdir()):
+                self._shard = qe.EdgeShard.load(str(path), config)
+            else:
+                self._shard = qe.EdgeShard.create(str(path), config)
+        except Exception as exc:  # the WAL lock error when another process owns the shard
+            raise BackendUnavailableError(f"cannot open the Edge index at {path}: {exc}", code="index_locked") from exc
+        self._ensure_indexes()
+
+    def _ensure_indexes(self) -> None:
+        existing = set(self._shard.info().payload_schema)
+        with self._write_lock:
+            for name in KEYWORD_FIELDS:
+                if name not in existing:
+                    params = qe.KeywordIndexParams(is_tenant=name == "tenant" or None, enable_hnsw=False)
+                    self._shard.update(qe.UpdateOperation.create_field_index(name, params))
+            for name in FLOAT_FIELDS:
+                if name not in existing:
+                    self._shard.update(qe.UpdateOperation.create_field_index(name, qe.FloatIndexParams(enable_hnsw=False)))
+
+    # -- writes ---------------------------------------------------------------------------
+    def upsert(self, points: Sequence[IndexPoint]) -> None:
+        if not points:
+            return
+        batch = []
+        for p in points:
+            validate_point(p, self.dim)
+            vec = {DENSE: [float(x) for x in p.dense], SPARSE: qe.SparseVector(list(p.sparse.indices), list(p.sparse.values))}
+            batch.append(qe.Point(p.id, vec, p.payload))
+        with self._write_lock:
+            self._shard.update(qe.UpdateOperation.upsert_points(batch))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            with self._write_lock:
+                self._shard.update(qe.UpdateOperation.delete_points(list(ids)))
+
+    def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        if ids:
+            with self._write_lock:
+                self._shard.update(qe.UpdateOperation.set_payload(list(ids), payload))
+
+    def optimize(self) -> bool:
+        with self._write_lock:
+            return bool(self._shard.optimize())
+
+    def flush(self) -> None:
+        self._shard.flush()
+
+    def close(self) -> None:
+        self._shard.flush()
+        self._shard.close()
+
+    # -- reads ----------------------------------------------------------------------------
+    def _leg(self, mode: SearchMode, q: IndexQuery) -> qe.Query:
+        if mode == "dense":
+            assert q.dense is not None
+            return qe.Query.Nearest([float(x) for x in q.dense], using=DENSE)
+        assert q.sparse is not None
+        return qe.Query.Nearest(qe.SparseVector(list(q.sparse.indices), list(q.sparse.values)), using=SPARSE)
+
+    def _request(self, mode: SearchMode, q: IndexQuery, f: qe.Filter, limit: int) -> qe.QueryRequest:
+        if mode != "hybrid":
+            return qe.QueryRequest(limit=limit, query=self._leg(mode, q), filter=f, with_payload=True)
+        weights = list(q.weights) if q.weights != (1.0, 1.0) else None
+        return qe.QueryRequest(
+            limit=limit,
+            query=qe.Fusion.Rrf(k=q.rrf_k, weights=weights),
+            prefetches=[
+                qe.Prefetch(limit=q.prefetch_limit, query=self._leg("dense", q), filter=f),
+                qe.Prefetch(limit=q.prefetch_limit, query=self._leg("bm25", q), filter=f),
+            ],
+            filter=f,
+            with_payload=True,
+        )
+
+    def search(self, query: IndexQuery, flt: CompiledFilter) -> list[IndexHit]:
+        f = to_edge_filter(flt)
+        if query.mode == "bm25" and query.sparse is not None and not query.sparse.indices:
+            return []
+        main = self._request(query.mode, query, f, query.limit)
+        if query.mode == "hybrid" and query.with_legs:
+            legs = [self._request("dense", query, f, query.prefetch_limit), self._request("bm25", query, f, query.prefetch_limit)]
+            fused, dense, sparse = (self._hits(r) for r in self._shard.query_batch(qe.QueryBatchRequest([main, *legs])))
+            return rank_legs(fused, dense, sparse)
+        hits = self._hits(self._shard.query(main))
+        if query.with_legs:
+            leg = DENSE if query.mode == "dense" else SPARSE
+            return [IndexHit(h.id, h.score, h.payload, {leg: h.score}, {leg: i + 1}) for i, h in enumerate(hits)]
+        return hits
+
+    @staticmethod
+    def _hits(points: list) -> list[IndexHit]:
+        return [IndexHit(_id(p.id), float(p.score), dict(p.payload or {})) for p in points]
+
+    def scroll(self, flt: CompiledFilter, limit: int) -> list[IndexHit]:
+        records, _ = self._shard.scroll(qe.ScrollRequest(limit=limit, filter=to_edge_filter(flt), with_payload=True))
+        return [IndexHit(_id(r.id), 0.0, dict(r.payload or {})) for r in records]
+
+    def count(self, flt: CompiledFilter) -> int:
+        return int(self._shard.count(qe.CountRequest(exact=True, filter=to_edge_filter(flt))))
+
+    def retrieve(self, ids: Sequence[str]) -> list[IndexHit]:
+        if not ids:
+            return []
+        return [IndexHit(_id(r.id), 0.0, dict(r.payload or {})) for r in self._shard.retrieve(list(ids), True, False)]
+
+    def size(self) -> int:
+        return int(self._shard.info().points_count)

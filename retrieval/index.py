@@ -1,0 +1,109 @@
+"""The ``ChunkIndex`` seam: one interface over Qdrant Edge (embedded) and Qdrant server.
+
+Every read takes a ``CompiledFilter`` (from ``retrieval.scope_filter``), so there is no way to
+query an index without a scope. Writers validate vectors before they reach the engine: a
+malformed sparse vector poisons an Edge shard for good.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from core.types import SearchMode
+from retrieval.bm25 import SparseVector, validate_sparse
+from retrieval.scope_filter import CompiledFilter
+
+DENSE = "dense"
+SPARSE = "bm25"
+
+
+@dataclass(frozen=True)
+class IndexPoint:
+    id: str  # a UUID string: Edge accepts only integers or UUIDs
+    dense: Sequence[float]
+    sparse: SparseVector
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IndexQuery:
+    mode: SearchMode
+    limit: int
+    dense: Sequence[float] | None
+    sparse: SparseVector | None
+    prefetch_limit: int
+    rrf_k: int
+    weights: tuple[float, float] = (1.0, 1.0)  # (dense, bm25)
+    with_legs: bool = False  # also return per-leg scores/ranks (explain)
+
+
+@dataclass(frozen=True)
+class IndexHit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+    leg_scores: dict[str, float] = field(default_factory=dict)
+    leg_ranks: dict[str, int] = field(default_factory=dict)
+
+
+class ChunkIndex(Protocol):
+    """Chunk storage and scoped retrieval. Implementations: ``EdgeIndex``, ``QdrantServerIndex``."""
+
+    def upsert(self, points: Sequence[IndexPoint]) -> None:
+        """Insert or replace points (ids are deterministic, so re-ingest overwrites)."""
+        ...
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete points by id; unknown ids are ignored."""
+        ...
+
+    def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        """Update payload fields without touching vectors (ACL-only changes)."""
+        ...
+
+    def search(self, query: IndexQuery, flt: CompiledFilter) -> list[IndexHit]:
+        """Ranked hits that satisfy ``flt``; hybrid fuses both legs with RRF in one engine call."""
+        ...
+
+    def scroll(self, flt: CompiledFilter, limit: int) -> list[IndexHit]:
+        """Unranked points satisfying ``flt`` (document reads, chunk fetch); score is 0."""
+        ...
+
+    def count(self, flt: CompiledFilter) -> int:
+        """Exact number of points satisfying ``flt``."""
+        ...
+
+    def retrieve(self, ids: Sequence[str]) -> list[IndexHit]:
+        """Points by id with payload, unscoped: for ingestion bookkeeping only, never for reads."""
+        ...
+
+    def size(self) -> int:
+        """Total number of points (operational figure; no payload leaves)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def validate_point(p: IndexPoint, dim: int) -> None:
+    if len(p.dense) != dim or not all(math.isfinite(x) for x in p.dense):
+        raise ValueError(f"point {p.id}: dense vector must have {dim} finite values")
+    validate_sparse(p.sparse.indices, p.sparse.values)
+
+
+def rank_legs(
+    fused: list[IndexHit], dense: list[IndexHit], sparse: list[IndexHit]
+) -> list[IndexHit]:
+    """Attach each leg's score and 1-based rank to the fused hits (for ``explain``)."""
+    legs = {DENSE: {h.id: (i + 1, h.score) for i, h in enumerate(dense)},
+            SPARSE: {h.id: (i + 1, h.score) for i, h in enumerate(sparse)}}
+    out = []
+    for h in fused:
+        scores, ranks = {}, {}
+        for leg, table in legs.items():
+            if h.id in table:
+                ranks[leg], scores[leg] = table[h.id]
+        out.append(IndexHit(h.id, h.score, h.payload, scores, ranks))
+    return out

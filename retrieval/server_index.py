@@ -1,0 +1,141 @@
+"""Qdrant server (or cluster) implementation of ``ChunkIndex`` through qdrant-client: scale-out.
+
+Tests run it against qdrant-client's in-process local mode at small sizes as a stand-in; the
+contract suite is what keeps the two backends congruent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from qdrant_client import QdrantClient, models
+
+from core.errors import BackendUnavailableError
+from core.settings import QdrantSettings
+from core.types import SearchMode
+from retrieval.index import DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, rank_legs, validate_point
+from retrieval.scope_filter import FLOAT_FIELDS, KEYWORD_FIELDS, CompiledFilter, Condition, Match
+
+
+def _condition(c: Condition) -> models.FieldCondition:
+    if isinstance(c, Match):
+        return models.FieldCondition(key=c.key, match=models.MatchAny(any=list(c.values)))
+    return models.FieldCondition(key=c.key, range=models.Range(gte=c.gte, lt=c.lt))
+
+
+def to_server_filter(flt: CompiledFilter) -> models.Filter:
+    return models.Filter(
+        must=[_condition(c) for c in flt.must],
+        must_not=[models.Filter(must=[_condition(c) for c in group]) for group in flt.must_not],
+    )
+
+
+class QdrantServerIndex:
+    def __init__(self, settings: QdrantSettings, dim: int) -> None:
+        self.dim = dim
+        self.collection = settings.collection
+        try:
+            if settings.local_path:
+                location = settings.local_path
+                self._client = QdrantClient(location=":memory:") if location == ":memory:" else QdrantClient(path=location)
+            else:
+                key = settings.api_key.get_secret_value() if settings.api_key else None
+                self._client = QdrantClient(url=settings.url, api_key=key, prefer_grpc=settings.prefer_grpc)
+            self._ensure_collection()
+        except Exception as exc:
+            raise BackendUnavailableError(f"Qdrant unavailable: {exc}") from exc
+
+    def _ensure_collection(self) -> None:
+        if not self._client.collection_exists(self.collection):
+            self._client.create_collection(
+                self.collection,
+                vectors_config={DENSE: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)},
+                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            )
+            for name in KEYWORD_FIELDS:
+                self._client.create_payload_index(
+                    self.collection, name,
+                    models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=name == "tenant" or None),
+                )
+            for name in FLOAT_FIELDS:
+                self._client.create_payload_index(self.collection, name, models.PayloadSchemaType.FLOAT)
+
+    def upsert(self, points: Sequence[IndexPoint]) -> None:
+        if not points:
+            return
+        batch = []
+        for p in points:
+            validate_point(p, self.dim)
+            vec = {DENSE: [float(x) for x in p.dense],
+                   SPARSE: models.SparseVector(indices=list(p.sparse.indices), values=list(p.sparse.values))}
+            batch.append(models.PointStruct(id=p.id, vector=vec, payload=p.payload))
+        self._client.upsert(self.collection, batch, wait=True)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._client.delete(self.collection, models.PointIdsList(points=list(ids)), wait=True)
+
+    def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        if ids:
+            self._client.set_payload(self.collection, payload, points=list(ids), wait=True)
+
+    def optimize(self) -> bool:
+        return False  # the server optimizes in the background
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _leg(self, mode: SearchMode, q: IndexQuery) -> tuple[Any, str]:
+        if mode == "dense":
+            assert q.dense is not None
+            return [float(x) for x in q.dense], DENSE
+        assert q.sparse is not None
+        return models.SparseVector(indices=list(q.sparse.indices), values=list(q.sparse.values)), SPARSE
+
+    def _query(self, mode: SearchMode, q: IndexQuery, f: models.Filter, limit: int) -> list[IndexHit]:
+        if mode == "hybrid":
+            prefetch = []
+            for leg in ("dense", "bm25"):
+                vec, using = self._leg(leg, q)  # type: ignore[arg-type]
+                prefetch.append(models.Prefetch(query=vec, using=using, limit=q.prefetch_limit, filter=f))
+            rrf = models.Rrf(k=q.rrf_k, weights=list(q.weights) if q.weights != (1.0, 1.0) else None)
+            res = self._client.query_points(
+                self.collection, prefetch=prefetch, query=models.RrfQuery(rrf=rrf), query_filter=f,
+                limit=limit, with_payload=True,
+            )
+        else:
+            vec, using = self._leg(mode, q)
+            res = self._client.query_points(self.collection, query=vec, using=using, query_filter=f, limit=limit, with_payload=True)
+        return [IndexHit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+
+    def search(self, query: IndexQuery, flt: CompiledFilter) -> list[IndexHit]:
+        f = to_server_filter(flt)
+        if query.mode == "bm25" and query.sparse is not None and not query.sparse.indices:
+            return []
+        hits = self._query(query.mode, query, f, query.limit)
+        if not query.with_legs:
+            return hits
+        if query.mode == "hybrid":
+            dense = self._query("dense", query, f, query.prefetch_limit)
+            sparse = self._query("bm25", query, f, query.prefetch_limit)
+            return rank_legs(hits, dense, sparse)
+        leg = DENSE if query.mode == "dense" else SPARSE
+        return [IndexHit(h.id, h.score, h.payload, {leg: h.score}, {leg: i + 1}) for i, h in enumerate(hits)]
+
+    def scroll(self, flt: CompiledFilter, limit: int) -> list[IndexHit]:
+        records, _ = self._client.scroll(self.collection, scroll_filter=to_server_filter(flt), limit=limit, with_payload=True)
+        return [IndexHit(str(r.id), 0.0, dict(r.payload or {})) for r in records]
+
+    def count(self, flt: CompiledFilter) -> int:
+        return int(self._client.count(self.collection, count_filter=to_server_filter(flt), exact=True).count)
+
+    def retrieve(self, ids: Sequence[str]) -> list[IndexHit]:
+        if not ids:
+            return []
+        return [IndexHit(str(r.id), 0.0, dict(r.payload or {})) for r in self._client.retrieve(self.collection, list(ids), with_payload=True)]
+
+    def size(self) -> int:
+        return int(self._client.count(self.collection, exact=True).count)
