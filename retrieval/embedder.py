@@ -55,7 +55,7 @@ class MiniLmEmbedder:
         torch.set_num_threads(settings.threads)
         path = Path(settings.model_path) if settings.model_path else packaged_model_path()
         self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-        self.dim = int(self._model.get_sentence_embedding_dimension() or settings.dim)
+        self.dim = int(self._model.get_embedding_dimension() or settings.dim)
         self._batch = settings.batch_size
         # torch CPU inference is not re-entrant-safe for our purposes; keep one caller at a time.
         self._lock = threading.Lock()
