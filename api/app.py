@@ -9,7 +9,7 @@ from typing import AsyncIterator, Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from api import errors
-from api.routes import health, identity, ingest, search
+from api.routes import health, identity, ingest, push, search
 from api.services import Services, build_services
 from core.logging import configure
 from core.settings import Settings
@@ -41,6 +41,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         return response
 
     errors.install(app)
-    for r in (health.router, identity.router, search.router, ingest.router):
+    for r in (health.router, identity.router, search.router, ingest.router, push.router):
         app.include_router(r)
     return app

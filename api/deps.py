@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from api.services import Services
-from auth.authenticator import INGEST, SEARCH, Authenticator
+from auth.authenticator import ADMIN, INGEST, SEARCH, Authenticator
 from core.types import Entitlements
 
 
@@ -35,5 +35,11 @@ def ingester(caller: Caller) -> Entitlements:
     return caller
 
 
+def administrator(caller: Caller) -> Entitlements:
+    Authenticator.require(caller, ADMIN)
+    return caller
+
+
 SearchCaller = Annotated[Entitlements, Depends(searcher)]
 IngestCaller = Annotated[Entitlements, Depends(ingester)]
+AdminCaller = Annotated[Entitlements, Depends(administrator)]

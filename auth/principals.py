@@ -1,25 +1,58 @@
-"""Claims → ``Entitlements``: the only place entitlements are made.
+"""Validated claims → ``Entitlements``: the only place entitlements are made.
 
-Principals: ``user:<namespace/>sub`` (identity from ``iss`` + ``sub``: an issuer with a
-namespace prefixes its subjects so two issuers never collide), ``group:<g>`` for each group
-claim value, ``role:<r>`` for each role, ``tenant:<t>`` for the caller's tenant (documents
-shared with the whole organisation allow ``tenant:<t>``). Claim paths may be dotted
-(``realm_access.roles``); values that are not strings are ignored.
+Principals (prefixed, so a user never collides with a group of the same name):
+
+- ``user:<namespace>/<sub>`` (or ``user:<sub>`` for an issuer without a namespace): identity
+  is ``iss`` + ``sub``; with several issuers every one has its own namespace, so two issuers'
+  subjects never collide. A client-credentials token (``sub`` equals the ``client_id`` claim)
+  is a service account: ``user:<namespace>/<client_id>`` plus ``role:<service_account_role>``.
+- ``user:<email>`` only when the issuer names an ``email_claim`` and, unless switched off,
+  the token says ``email_verified: true``.
+- ``group:<g>`` for each group value, after the group map; ``role:<r>`` for each role.
+- ``tenant:<t>``: the issuer's tenant, or the token's tenant claim if the issuer may assert it
+  (``tenant`` or ``tenants``); any other tenant value is refused (401).
+
+Values that are not strings, empty, longer than 256 characters, not printable or padded with
+whitespace are ignored (groups, roles) or refused (subject). Group and role claims are one
+value per string: only ``scope`` is space-separated.
+
+Group overage (fail closed): a token whose groups cannot all be listed (Entra ID's
+``_claim_names`` pointing the groups claim elsewhere, ``hasgroups: true``, or more than the
+issuer's ``max_groups`` values) is refused with 401 ``group_overage`` unless a
+``GroupDirectory`` is configured to look the groups up, or the issuer sets
+``group_overage = "drop_groups"`` (the caller then gets no group principal: it sees less,
+never more).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, Sequence
 
+from auth.errors import token_error
+from auth.group_map import GroupMap
 from auth.validator import ValidatedToken
-from core.errors import AuthenticationError
+from core.logging import Log
 from core.types import Entitlements
+
+log = Log("clearance.auth")
+MAX_NAME_CHARS = 256
+
+
+class GroupDirectory(Protocol):
+    """Looks up a caller's groups when the token cannot carry them all (group overage)."""
+
+    def groups_for(self, token: ValidatedToken) -> Sequence[str]:
+        """All IdP group values of the token's subject; raise ``BackendUnavailableError`` if down."""
+        ...
 
 
 def claim(claims: dict[str, Any], path: str) -> Any:
-    cur: Any = claims
+    """The claim at ``path``: the whole name first (``cognito:groups``), then dotted parts."""
+    if not path:
+        return None
     if path in claims:
         return claims[path]
+    cur: Any = claims
     for part in path.split("."):
         if not isinstance(cur, dict) or part not in cur:
             return None
@@ -27,39 +60,100 @@ def claim(claims: dict[str, Any], path: str) -> Any:
     return cur
 
 
-def _strings(value: Any) -> list[str]:
+def _values(value: Any) -> list[Any]:
     if isinstance(value, str):
-        return [v for v in value.split() if v] if " " in value else [value]
+        return [value]
     if isinstance(value, list):
-        return [v.strip() for v in value if isinstance(v, str) and v.strip()]
+        return value
     return []
 
 
-def _clean(name: str) -> bool:
-    return bool(name) and not any(c.isspace() for c in name)
+def clean_name(value: Any) -> str | None:
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS:
+        return None
+    if value != value.strip() or not value.isprintable():
+        return None
+    return value
 
 
 class ClaimsResolver:
     """Maps validated claims to entitlements per the issuer's claim paths."""
 
-    def __init__(self, group_map: dict[str, str] | None = None) -> None:
-        self.group_map = group_map or {}
+    def __init__(self, group_map: GroupMap | None = None, directory: GroupDirectory | None = None) -> None:
+        self.group_map = group_map or GroupMap()
+        self.directory = directory
 
     def resolve(self, token: ValidatedToken) -> Entitlements:
         cfg, claims = token.issuer, token.claims
-        sub = claim(claims, cfg.user_claim)
-        if not isinstance(sub, str) or not sub.strip():
-            raise AuthenticationError("token has no subject")
-        tenant_values = _strings(claim(claims, cfg.tenant_claim))
-        tenant = tenant_values[0] if tenant_values else cfg.tenant
+        sub = clean_name(claim(claims, cfg.user_claim))
+        if sub is None:
+            raise token_error("token has no usable subject")
         user = f"{cfg.user_namespace}/{sub}" if cfg.user_namespace else sub
+        tenant = self._tenant(token)
         principals = {f"user:{user}", f"tenant:{tenant}"}
-        for g in _strings(claim(claims, cfg.groups_claim)):
-            g = self.group_map.get(g, g)
-            if _clean(g):
-                principals.add(f"group:{g}")
-        for r in _strings(claim(claims, cfg.roles_claim)):
-            if _clean(r):
-                principals.add(f"role:{r}")
-        scopes = frozenset(_strings(claim(claims, cfg.scope_claim)))
-        return Entitlements(subject=user, issuer=cfg.issuer, tenant=tenant, principals=frozenset(principals), scopes=scopes)
+        if cfg.service_account_role and claim(claims, cfg.client_id_claim) == sub:
+            principals.add(f"role:{cfg.service_account_role}")
+        email = self._email(token)
+        if email is not None:
+            principals.add(f"user:{email}")
+        principals |= {f"group:{g}" for g in self._groups(token)}
+        principals |= {f"role:{r}" for r in map(clean_name, _values(claim(claims, cfg.roles_claim))) if r}
+        scopes = self._scopes(claim(claims, cfg.scope_claim))
+        try:
+            return Entitlements(subject=user, issuer=cfg.issuer, tenant=tenant,
+                                principals=frozenset(principals), scopes=scopes)
+        except ValueError:
+            raise token_error("token claims do not form valid principals") from None
+
+    def _tenant(self, token: ValidatedToken) -> str:
+        cfg = token.issuer
+        value = claim(token.claims, cfg.tenant_claim)
+        if value is None:
+            return cfg.tenant
+        if isinstance(value, str) and value in (cfg.tenant, *cfg.tenants):
+            return value
+        raise token_error("token names a tenant this issuer may not assert", code="tenant_not_allowed")
+
+    def _email(self, token: ValidatedToken) -> str | None:
+        cfg, claims = token.issuer, token.claims
+        if not cfg.email_claim:
+            return None
+        email = clean_name(claim(claims, cfg.email_claim))
+        if email is None or "@" not in email or " " in email:
+            return None
+        if cfg.require_email_verified and claims.get("email_verified") is not True:
+            return None
+        return email.lower()
+
+    def _groups(self, token: ValidatedToken) -> set[str]:
+        cfg, claims = token.issuer, token.claims
+        raw = _values(claim(claims, cfg.groups_claim))
+        if _overage(claims, cfg.groups_claim) or len(raw) > cfg.max_groups:
+            if self.directory is not None:
+                raw = list(self.directory.groups_for(token))
+            elif cfg.group_overage == "drop_groups":
+                log.warning("auth.group_overage", issuer=cfg.issuer, outcome="dropped")
+                return set()
+            else:
+                log.warning("auth.group_overage", issuer=cfg.issuer, outcome="refused")
+                raise token_error("token carries too many groups to list", code="group_overage")
+        out: set[str] = set()
+        for value in raw:
+            v = clean_name(value)
+            if v is None:
+                continue
+            out.update(n for n in self.group_map.names(cfg.issuer, v) if clean_name(n))
+        return out
+
+    @staticmethod
+    def _scopes(value: Any) -> frozenset[str]:
+        if isinstance(value, str):
+            return frozenset(value.split())
+        return frozenset(s for s in map(clean_name, _values(value)) if s and " " not in s)
+
+
+def _overage(claims: dict[str, Any], groups_claim: str) -> bool:
+    names = claims.get("_claim_names")
+    if isinstance(names, dict) and groups_claim.split(".")[0] in names:
+        return True
+    return claims.get("hasgroups") is True or claims.get("hasgroups") == "true"

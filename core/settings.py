@@ -150,12 +150,21 @@ class AuthSettings(Section):
     jwks_timeout_s: float = Field(default=5.0, gt=0)
 
 
+class SourceContract(Section):
+    """Metadata a source must send: required fields, their types, allowed values."""
+
+    required: list[str] = Field(default_factory=list)
+    types: dict[str, Literal["str", "int", "float", "bool", "list"]] = Field(default_factory=dict)
+    allowed: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class IngestSettings(Section):
     tenant: str = "acme"
     chunk_chars: int = 1200
     chunk_overlap_chars: int = 150
     max_file_bytes: int = 50 * 1024 * 1024
     parse_timeout_s: float = 60.0
+    contracts: dict[str, SourceContract] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,87 @@
+"""Push API for systems of record: PUT a document (content + metadata + ACL), PATCH its ACL
+alone (never re-embeds), DELETE it. A document sent without an ACL is private (fail closed)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime, timezone
+from pathlib import PurePosixPath
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field, model_validator
+
+from api.deps import IngestCaller, ServicesDep
+from core.errors import InvalidRequestError, NotFoundError
+from core.types import Acl, SourceDocument
+from ingest.contracts import check_contract
+
+router = APIRouter(tags=["push"])
+
+
+class AclBody(BaseModel):
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+
+    def to_acl(self) -> Acl:
+        try:
+            return Acl(frozenset(self.allow), frozenset(self.deny))
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), code="invalid_acl") from exc
+
+
+class PutDocument(BaseModel):
+    filename: str = Field(min_length=1, max_length=255, description="name with extension; selects the parser")
+    content: str | None = Field(default=None, description="UTF-8 text content")
+    content_base64: str | None = Field(default=None, description="binary content, base64")
+    title: str = ""
+    uri: str | None = None
+    modified_at: datetime | None = None
+    acl: AclBody | None = Field(default=None, description="omitted: the document is private")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_content(self) -> "PutDocument":
+        if (self.content is None) == (self.content_base64 is None):
+            raise ValueError("send exactly one of content and content_base64")
+        return self
+
+    def raw(self) -> bytes:
+        if self.content is not None:
+            return self.content.encode("utf-8")
+        try:
+            return base64.b64decode(self.content_base64 or "", validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequestError("content_base64 is not valid base64") from exc
+
+
+@router.put("/v1/sources/{source}/documents/{doc_id:path}")
+def put_document(source: str, doc_id: str, body: PutDocument, caller: IngestCaller, services: ServicesDep) -> dict:
+    check_contract(source, body.metadata, services.settings.ingest.contracts)
+    doc = SourceDocument(
+        source=source, doc_id=doc_id, uri=body.uri or f"clearance://{source}/{doc_id}",
+        filename=PurePosixPath(body.filename).name, content=body.raw(),
+        acl=body.acl.to_acl() if body.acl is not None else Acl.private(),
+        modified_at=(body.modified_at or datetime.now(timezone.utc)).astimezone(timezone.utc),
+        title=body.title or PurePosixPath(body.filename).stem,
+        metadata={k: str(v) for k, v in body.metadata.items()},
+    )
+    outcome, chunks = services.ingestor.apply(doc)
+    return {"source": source, "doc_id": doc_id, "outcome": outcome, "chunks": chunks}
+
+
+@router.patch("/v1/sources/{source}/documents/{doc_id:path}/acl")
+def patch_acl(source: str, doc_id: str, body: AclBody, caller: IngestCaller, services: ServicesDep) -> dict:
+    key = services.ingestor.doc_key(source, doc_id)
+    if services.catalog.get(key) is None:
+        raise NotFoundError("document not found")
+    services.ingestor.set_acl(key, body.to_acl())
+    return {"source": source, "doc_id": doc_id, "outcome": "acl_updated"}
+
+
+@router.delete("/v1/sources/{source}/documents/{doc_id:path}", status_code=204)
+def delete_document(source: str, doc_id: str, caller: IngestCaller, services: ServicesDep) -> Response:
+    if not services.ingestor.delete(source, doc_id):
+        raise NotFoundError("document not found")
+    return Response(status_code=204)

@@ -1,0 +1,51 @@
+"""The scope compiler: how conditions combine, and refusals before any index is touched."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from core.errors import EmptyScopeError
+from core.types import Entitlements, Scope
+from retrieval.scope_filter import F_ALLOW, F_DENY, F_MODIFIED, F_SOURCE, F_TENANT, Match, Range, compile_scope
+
+NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def ent(*principals: str, tenant: str = "acme") -> Entitlements:
+    return Entitlements("alice", "iss", tenant, frozenset(principals))
+
+
+def test_acl_is_any_of_allow_and_none_of_deny_within_tenant() -> None:
+    f = compile_scope(Scope(ent("user:alice", "group:finance")), now=NOW)
+    assert f.must == (Match(F_TENANT, ("acme",)), Match(F_ALLOW, ("group:finance", "user:alice")))
+    assert f.must_not == ((Match(F_DENY, ("group:finance", "user:alice")),),)
+
+
+def test_empty_principals_are_refused() -> None:
+    with pytest.raises(EmptyScopeError):
+        compile_scope(Scope(ent()), now=NOW)
+
+
+def test_empty_source_filter_is_refused_not_ignored() -> None:
+    with pytest.raises(EmptyScopeError):
+        compile_scope(Scope(ent("user:a"), sources=frozenset()), now=NOW)
+
+
+def test_max_age_and_per_source_cutoffs() -> None:
+    f = compile_scope(Scope(ent("user:a"), max_age_s=3600), now=NOW, source_max_age_s={"wiki": 86400})
+    assert Range(F_MODIFIED, gte=NOW.timestamp() - 3600) in f.must
+    assert (Match(F_SOURCE, ("wiki",)), Range(F_MODIFIED, lt=NOW.timestamp() - 86400)) in f.must_not
+
+
+def test_caller_filters_only_add_clauses() -> None:
+    base = compile_scope(Scope(ent("user:a")), now=NOW)
+    after = NOW - timedelta(days=30)
+    narrowed = compile_scope(Scope(ent("user:a"), sources=frozenset({"hr"}), modified_after=after), now=NOW)
+    assert set(base.must) < set(narrowed.must) and base.must_not == narrowed.must_not
+
+
+def test_unrestricted_scope_still_pins_the_tenant() -> None:
+    f = compile_scope(Scope(ent(), unrestricted_reason="eval harness scores the full corpus"), now=NOW)
+    assert f.must == (Match(F_TENANT, ("acme",)),) and f.must_not == ()
