@@ -159,12 +159,34 @@ class SourceContract(Section):
 
 
 class IngestSettings(Section):
+    """Ingestion knobs. Every parse limit breached maps to its own error code (``ingest.parse``)."""
+
     tenant: str = "acme"
-    chunk_chars: int = 1200
-    chunk_overlap_chars: int = 150
-    max_file_bytes: int = 50 * 1024 * 1024
-    parse_timeout_s: float = 60.0
+    chunk_chars: int = Field(default=1200, ge=50)
+    chunk_overlap_chars: int = Field(default=150, ge=0)
+    max_file_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    parse_timeout_s: float = Field(default=60.0, gt=0)
+    # Address space one parse may add on top of the warmed-up parser worker (RLIMIT_AS); the
+    # warmed worker itself maps ~0.6 GiB before it parses anything.
+    parse_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=16 * 1024 * 1024)
+    parse_workers: int = Field(default=1, ge=1)
+    # A worker is replaced after this many parses, so leaks and heap growth never accumulate.
+    parse_worker_max_jobs: int = Field(default=200, ge=1)
+    parse_worker_start_timeout_s: float = Field(default=120.0, gt=0)
+    # docx/xlsx/pptx are zips: inspected before any parser inflates them.
+    ooxml_max_uncompressed_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    ooxml_max_compression_ratio: float = Field(default=100.0, gt=1)  # per member over 1 MiB
+    ooxml_max_members: int = Field(default=10_000, gt=0)
+    # E-mail attachments are parsed like files of their own, nested at most this deep.
+    max_attachment_depth: int = Field(default=2, ge=0)
     contracts: dict[str, SourceContract] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "IngestSettings":
+        # Overlap must leave room for new text in every chunk, or chunking could not progress.
+        if self.chunk_overlap_chars * 2 > self.chunk_chars:
+            raise ValueError("chunk_overlap_chars must be at most half of chunk_chars")
+        return self
 
 
 class Settings(BaseSettings):

@@ -125,8 +125,9 @@ def make_docx_with(sentence: str) -> bytes:
     return out.getvalue()
 
 
-def make_pdf(pages: list[list[str]] | None = None) -> bytes:
-    """A minimal, valid PDF with a real text layer (Helvetica, one line per sentence)."""
+def make_pdf(pages: list[list[str]] | None = None, *, page_extra: bytes = b"") -> bytes:
+    """A minimal, valid PDF with a real text layer (Helvetica, one line per sentence);
+    ``page_extra`` is spliced into every page dictionary."""
     pages = PDF_PAGES if pages is None else pages
     n = len(pages)
     # object numbers: 1 catalog, 2 pages, 3 font, then (page, content) pairs
@@ -146,7 +147,7 @@ def make_pdf(pages: list[list[str]] | None = None) -> bytes:
         stream = b"\n".join(ops)
         objs[page_no] = (
             f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
-            f"/Contents {content_no} 0 R >>".encode()
+            f"/Contents {content_no} 0 R ".encode() + page_extra + b">>"
         )
         objs[content_no] = b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"
     objs[2] = b"<< /Type /Pages /Kids [" + b" ".join(kids) + b"] /Count %d >>" % n
@@ -282,9 +283,7 @@ def encrypted_ooxml() -> bytes:
 
 def deeply_nested_pdf(depth: int = 50_000) -> bytes:
     """A page whose resources hold an array nested ``depth`` levels: recursive parsers overflow."""
-    pdf = make_pdf([["Nested structure page."]])
-    nested = b"[" * depth + b"]" * depth
-    return pdf.replace(b"/MediaBox [0 0 612 792]", b"/MediaBox [0 0 612 792] /Junk " + nested, 1)
+    return make_pdf([["Nested structure page."]], page_extra=b"/Junk " + b"[" * depth + b"]" * depth)
 
 
 def deep_page_tree_pdf(depth: int = 5_000) -> bytes:
@@ -300,17 +299,18 @@ def deep_page_tree_pdf(depth: int = 5_000) -> bytes:
 
 
 def stream_bomb_pdf(decompressed_bytes: int = 1024 * 1024 * 1024) -> bytes:
-    """One page whose content stream inflates to ``decompressed_bytes`` of spaces."""
+    """One page whose content stream inflates to ``decompressed_bytes`` of text-showing operators."""
     import zlib
 
     comp = zlib.compressobj(9)
-    chunk = b" " * (4 * 1024 * 1024)
+    chunk = b"BT /F1 12 Tf 72 720 Td " + b"(bomb ) Tj " * (4 * 1024 * 1024 // 11) + b"ET\n"
     parts = [comp.compress(chunk) for _ in range(decompressed_bytes // len(chunk))]
     data = b"".join(parts) + comp.flush()
     objs = {
         1: b"<< /Type /Catalog /Pages 2 0 R >>",
         2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+        3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
+        5: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         4: b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(data) + data + b"\nendstream",
     }
     return _pdf_file(objs)
