@@ -19,6 +19,8 @@ from core.settings import Settings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Clearance: entitlement-aware retrieval.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
 app.add_typer(config_app, name="config")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval quality and leakage.")
+app.add_typer(eval_app, name="eval")
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -170,6 +172,68 @@ def whoami(ctx: typer.Context, token: str = typer.Option(..., envvar="CLEARANCE_
 def config_show(ctx: typer.Context) -> None:
     """Print the effective settings with secrets masked."""
     typer.echo(json.dumps(_settings(ctx).masked(), indent=2))
+
+
+@eval_app.command("run")
+def eval_run(
+    ctx: typer.Context,
+    dataset: Path = typer.Option(..., exists=True, file_okay=False, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)"),
+    mode: list[str] = typer.Option(["bm25", "dense", "hybrid"], help="modes to evaluate; repeat"),
+    out: Path = typer.Option(Path("reports/eval"), help="where the JSON, markdown and plots go"),
+    queries_jsonl: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                                 help="production queries with judgments, replacing the dataset's"),
+    max_docs: Optional[int] = typer.Option(None, help="subsample the corpus (judged documents kept)"),
+    max_queries: Optional[int] = typer.Option(None),
+    embedder: str = typer.Option("minilm", help="minilm (real) or hash (fast, for smoke tests)"),
+    personas: bool = typer.Option(True, help="entitlement and freshness evaluation"),
+    rrf_k: Optional[int] = typer.Option(None),
+) -> None:
+    """Evaluate bm25/dense/hybrid on a BEIR dataset through the production pipeline."""
+    from eval import report as reports
+    from eval.beir import load_beir, load_query_jsonl
+    from eval.harness import EvalConfig
+    from eval.harness import run as run_eval
+
+    s = _settings(ctx)
+    ds = load_beir(dataset, max_docs=max_docs, max_queries=max_queries)
+    if queries_jsonl is not None:
+        queries, qrels = load_query_jsonl(queries_jsonl)
+        ds = type(ds)(ds.name, ds.corpus, queries, qrels)
+    retrieval = s.retrieval.model_copy(update={"max_top_k": 1000, **({"rrf_k": rrf_k} if rrf_k else {})})
+    cfg = EvalConfig(work_dir=s.storage.data_dir / "eval" / f"{ds.name}-{embedder}",
+                     cache_path=s.storage.data_dir / "cache" / "embeddings.sqlite3",
+                     modes=tuple(mode), embedder=embedder, personas=personas, retrieval=retrieval,  # type: ignore[arg-type]
+                     progress=lambda msg: typer.echo(f"[{ds.name}] {msg}", err=True))
+    try:
+        result = run_eval(ds, cfg)
+    except ClearanceError as exc:
+        _fail(exc)
+    paths = reports.write(result, out)
+    head = reports.headline(result)
+    for m, v in head["modes"].items():
+        typer.echo(f"{ds.name} {m:7s} " + "  ".join(f"{k} {x:.4f}" for k, x in v.items()))
+    typer.echo(f"report: {paths['md']}")
+    problems = reports.check(result, {"modes": {}}, 0.0)
+    if problems:
+        typer.echo("FAILED: " + "; ".join(problems), err=True)
+        raise typer.Exit(1)
+
+
+@eval_app.command("check")
+def eval_check(
+    report: Path = typer.Option(..., exists=True, dir_okay=False),
+    baseline: Path = typer.Option(..., exists=True, dir_okay=False),
+    tolerance: float = typer.Option(0.01, help="allowed drop per metric"),
+) -> None:
+    """Exit non-zero when a report regresses against a baseline (for CI)."""
+    from eval import report as reports
+
+    problems = reports.check(reports.load(report), reports.load(baseline), tolerance)
+    for p in problems:
+        typer.echo(f"regression: {p}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("no regression")
 
 
 def run() -> None:

@@ -151,14 +151,21 @@ class RemoteJwks:
         return now < snap.usable_until and now - self._last_attempt < self.cooldown_s
 
     def _refresh(self, now: float) -> None:
+        """One fetch attempt (caller holds the lock). The generation moves when it is over, so
+        a caller that read the generation before or during this fetch will not repeat it."""
         self._last_attempt = now
-        self._generation += 1
         self.fetches += 1
+        try:
+            self._fetch(now)
+        finally:
+            self._generation += 1
+
+    def _fetch(self, now: float) -> None:
         try:
             uri = self._jwks_uri or self._discover()
             status, headers, body = self._get(uri)
             keys = import_public_keys(json.loads(body))
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, RecursionError) as exc:
             log.warning("auth.jwks.fetch_failed", issuer=self.issuer.issuer, error=type(exc).__name__,
                         detail=str(exc)[:120] if isinstance(exc, _DiscoveryError) else "")
             return  # keep serving cached keys until they are no longer usable; then fail closed

@@ -19,7 +19,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Callable
+
+import numpy as np
 
 from core.errors import ClearanceError, IngestError
 from core.settings import IngestSettings
@@ -64,21 +66,41 @@ class Ingestor:
         return f"{self.settings.tenant}/{source}/{doc_id}"
 
     # -- jobs -----------------------------------------------------------------------------
-    def sync(self, source: DocumentSource, progress: Progress | None = None, full: bool = True) -> JobReport:
+    def sync(self, source: DocumentSource, progress: Progress | None = None, full: bool = True,
+             batch_docs: int = 32) -> JobReport:
+        """Bring the index in line with a source's full listing; one bad document fails alone."""
         self.recover()
         started = time.perf_counter()
         job = self.catalog.start_job(source.name)
-        report = JobReport(job_id=int(job.id or 0))
+        job_id = int(job.id or 0)
+        report = JobReport(job_id=job_id)
         items: list[JobItemRow] = []
         seen: set[str] = set()
+        batch: list[SourceDocument] = []
+
+        def flush() -> None:
+            t0 = time.perf_counter()
+            results = self.apply_many(batch)
+            per_doc_ms = (time.perf_counter() - t0) * 1000 / max(len(batch), 1)
+            for doc, res in zip(batch, results):
+                items.append(self._record(job_id, self.doc_key(doc.source, doc.doc_id), res, per_doc_ms, report, progress))
+            batch.clear()
+
         for doc in source.documents():
-            key = self.doc_key(doc.source, doc.doc_id)
-            seen.add(key)
-            items.append(self._one(job.id or 0, key, lambda d=doc: self.apply(d), report, progress))
+            seen.add(self.doc_key(doc.source, doc.doc_id))
+            batch.append(doc)
+            if len(batch) >= batch_docs:
+                flush()
+        flush()
         if full:
             for row in list(self.catalog.documents(self.settings.tenant, source.name)):
                 if row.key not in seen:
-                    items.append(self._one(job.id or 0, row.key, lambda r=row: self._delete_row(r), report, progress))
+                    t0 = time.perf_counter()
+                    try:
+                        res: tuple[str, int] | ClearanceError = self._delete_row(row)
+                    except ClearanceError as exc:
+                        res = exc
+                    items.append(self._record(job_id, row.key, res, (time.perf_counter() - t0) * 1000, report, progress))
         job.state = "done"
         job.finished_at = utcnow()
         for outcome, n in report.counts.items():
@@ -90,26 +112,67 @@ class Ingestor:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _one(self, job_id: int, key: str, action: Callable[[], tuple[str, int]], report: JobReport,
-             progress: Progress | None) -> JobItemRow:
-        t0 = time.perf_counter()
-        try:
-            outcome, chunks = action()
-            item = JobItemRow(job_id=job_id, doc_key=key, outcome=outcome, chunks=chunks)
-        except ClearanceError as exc:
+    @staticmethod
+    def _record(job_id: int, key: str, res: "tuple[str, int] | ClearanceError", ms: float, report: JobReport,
+                progress: Progress | None) -> JobItemRow:
+        if isinstance(res, ClearanceError):
             outcome, chunks = "failed", 0
-            report.errors.append((key, exc.code, exc.message))
-            item = JobItemRow(job_id=job_id, doc_key=key, outcome=outcome, error_code=exc.code, error_message=exc.message[:1000])
-        item.duration_ms = (time.perf_counter() - t0) * 1000
+            report.errors.append((key, res.code, res.message))
+            item = JobItemRow(job_id=job_id, doc_key=key, outcome=outcome, error_code=res.code,
+                              error_message=res.message[:1000], duration_ms=ms)
+        else:
+            outcome, chunks = res
+            item = JobItemRow(job_id=job_id, doc_key=key, outcome=outcome, chunks=chunks, duration_ms=ms)
         report.counts[outcome] = report.counts.get(outcome, 0) + 1
         report.chunks += chunks
         if progress is not None:
             progress(key, outcome)
         return item
 
-    # -- one document ---------------------------------------------------------------------
+    # -- documents ------------------------------------------------------------------------
     def apply(self, doc: SourceDocument) -> tuple[str, int]:
         """Bring the index and catalog in line with ``doc``. Returns (outcome, chunks written)."""
+        res = self.apply_many([doc])[0]
+        if isinstance(res, ClearanceError):
+            raise res
+        return res
+
+    def apply_many(self, docs: list[SourceDocument]) -> "list[tuple[str, int] | ClearanceError]":
+        """Several documents, embedded in one batch; each result is an outcome or its error."""
+        results: list[tuple[str, int] | ClearanceError] = [("unchanged", 0)] * len(docs)
+        todo: list[tuple[int, str, str, list[TextChunk], DocumentRow | None]] = []
+        for i, doc in enumerate(docs):
+            try:
+                prepared = self._prepare(doc)
+            except ClearanceError as exc:
+                results[i] = exc
+                continue
+            if isinstance(prepared, str):
+                results[i] = (prepared, 0)
+            else:
+                todo.append((i, *prepared))
+        if not todo:
+            return results
+        texts = [[self._embed_text(docs[i], c) for c in chunks] for i, _, _, chunks, _ in todo]
+        try:
+            vectors = self.embedder.embed([t for group in texts for t in group])
+        except Exception as exc:  # the model failing fails these documents, not the job
+            err = IngestError(f"embedding failed: {type(exc).__name__}: {exc}"[:500], code="embed_failed")
+            for i, *_ in todo:
+                results[i] = err
+            return results
+        offset = 0
+        for (i, key, digest, chunks, row), group in zip(todo, texts):
+            try:
+                self._write(key, docs[i], digest, chunks, row, group, vectors[offset:offset + len(group)])
+                results[i] = ("updated" if row is not None else "added", len(chunks))
+            except ClearanceError as exc:
+                results[i] = exc
+            offset += len(group)
+        return results
+
+    def _prepare(self, doc: SourceDocument) -> "str | tuple[str, str, list[TextChunk], DocumentRow | None]":
+        """No-op and ACL-only outcomes are settled here; otherwise the parsed chunks."""
         if len(doc.content) > self.settings.max_file_bytes:
             raise IngestError(f"file exceeds {self.settings.max_file_bytes} bytes", code="too_large")
         key = self.doc_key(doc.source, doc.doc_id)
@@ -117,9 +180,9 @@ class Ingestor:
         row = self.catalog.get(key)
         if row is not None and row.state == "indexed" and row.content_hash == digest:
             if row.acl == doc.acl:
-                return "unchanged", 0
+                return "unchanged"
             self.set_acl(key, doc.acl)
-            return "acl_updated", 0
+            return "acl_updated"
         try:
             chunks = chunk_elements(
                 parse(doc.filename, doc.content),
@@ -130,12 +193,10 @@ class Ingestor:
             if row is not None and row.acl != doc.acl:
                 self.set_acl(key, doc.acl)  # permissions propagate even when new content is bad
             raise
-        self._write(key, doc, digest, chunks, row)
-        return ("updated" if row is not None else "added"), len(chunks)
+        return key, digest, chunks, row
 
-    def _write(self, key: str, doc: SourceDocument, digest: str, chunks: list[TextChunk], row: DocumentRow | None) -> None:
-        texts = [self._embed_text(doc, c) for c in chunks]
-        dense = self.embedder.embed(texts)
+    def _write(self, key: str, doc: SourceDocument, digest: str, chunks: list[TextChunk], row: DocumentRow | None,
+               texts: list[str], dense: "np.ndarray") -> None:
         now = utcnow()
         new_ids = [point_id(key, i) for i in range(len(chunks))]
         old_ids = row.ids if row is not None else []
@@ -146,6 +207,7 @@ class Ingestor:
             acl_deny=dumps(doc.acl.deny), modified_at=doc.modified_at, ingested_at=now, state="writing",
             point_ids=json.dumps(old_ids), pending_ids=json.dumps(sorted(set(old_ids) | set(new_ids))),
         )
+        # Intent first: a crash after this line is undone by recover().
         self.catalog.put(record)
         points = [
             IndexPoint(pid, vec.tolist(), self.bm25.encode_document(text), self._payload(key, doc, version, digest, i, c, now))
@@ -208,6 +270,3 @@ class Ingestor:
             fixed += 1
         return fixed
 
-
-def ingest_documents(ingestor: Ingestor, docs: Iterable[SourceDocument]) -> list[tuple[str, int]]:
-    return [ingestor.apply(d) for d in docs]

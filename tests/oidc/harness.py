@@ -157,7 +157,8 @@ class JwksServer:
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self.issuer = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
 
     @property
     def jwks_fetches(self) -> int:
