@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import typer
 
+from api import cli_ops
 from core.errors import ClearanceError
 from core.settings import Settings
 
@@ -73,6 +74,7 @@ def ingest(
     source: Optional[str] = typer.Option(None, help="source name (default: the folder name)"),
     server: str = typer.Option("http://127.0.0.1:8000", help="running server to submit to when it owns the index"),
     token: Optional[str] = typer.Option(None, envvar="CLEARANCE_TOKEN", help="token with clearance:ingest (oidc mode)"),
+    queue: bool = typer.Option(False, "--queue", help="only enqueue the folder's documents for `clearance worker`"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Sync a folder into the index: added, changed, ACL-only and deleted documents."""
@@ -80,6 +82,9 @@ def ingest(
     from ingest.sources import FilesystemSource
 
     s = _settings(ctx)
+    if queue:
+        _enqueue(s, path, source)
+        return
     try:
         services = build_services(s)
     except ClearanceError as exc:
@@ -106,6 +111,49 @@ def ingest(
     typer.echo(f"job {result['job_id']}: {counts}; {result['chunks']} chunks written in {result['seconds']} s")
     for e in result["errors"]:
         typer.echo(f"  failed {e['doc']}: [{e['code']}] {e['message']}")
+
+
+def _enqueue(s: Settings, path: Path, source: Optional[str]) -> None:
+    """Enqueueing needs only the catalog, never the index, so it works while a server runs."""
+    from ingest.catalog import Catalog
+    from ingest.queue import WorkQueue
+    from ingest.worker import enqueue_folder
+
+    catalog = Catalog(s.catalog_url())
+    try:
+        queue = WorkQueue(catalog)
+        job_id = enqueue_folder(queue, s.ingest.tenant, path, source)
+        typer.echo(f"job {job_id}: queued {queue.counts(job_id).get('queued', 0)} documents for `clearance worker`")
+    finally:
+        catalog.close()
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, help="stop when the queue is empty"),
+    batch: int = typer.Option(16, help="documents claimed (and embedded) per batch"),
+    lease: float = typer.Option(300.0, help="seconds a claim is held before another worker may take it"),
+) -> None:
+    """Process queued ingestion items (several workers may run against PostgreSQL + Qdrant server)."""
+    import os
+    import socket
+
+    from api.services import build_services
+    from ingest.queue import WorkQueue
+    from ingest.worker import run_worker
+
+    s = _settings(ctx)
+    try:
+        services = build_services(s)
+    except ClearanceError as exc:
+        _fail(exc)
+    try:
+        worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        n = run_worker(services.ingestor, WorkQueue(services.catalog), worker_id, batch=batch, lease_s=lease, once=once)
+        typer.echo(f"worker {worker_id}: processed {n} items")
+    finally:
+        services.close()
 
 
 def _submit(s: Settings, server: str, token: Optional[str], path: Path, source: Optional[str]) -> dict[str, Any]:
@@ -234,6 +282,9 @@ def eval_check(
     if problems:
         raise typer.Exit(1)
     typer.echo("no regression")
+
+
+cli_ops.register(app)  # status, sources, jobs, audit
 
 
 def run() -> None:

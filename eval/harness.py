@@ -89,9 +89,12 @@ def ingest(services: Services, ds: Dataset, org: Organisation, progress: Callabl
     return {"counts": counts, "errors": errors[:20], "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _rank(services: Services, scope: Scope, query: str, mode: SearchMode, depth: int) -> tuple[dict[str, float], list[dict]]:
+def _rank(services: Services, scope: Scope, query: str, mode: SearchMode, depth: int,
+          best_cosine: dict[str, float] | None = None) -> tuple[dict[str, float], list[dict]]:
     """Documents ranked by their best chunk; also the raw chunk payload provenance for checks."""
     res = services.search.search(scope, query, top_k=min(depth * 3, services.settings.retrieval.max_top_k), mode=mode)
+    if best_cosine is not None:
+        best_cosine[query] = max((h.dense_score for h in res.hits[:10] if h.dense_score is not None), default=0.0)
     ranked: dict[str, float] = {}
     for h in res.hits:
         doc = str(h.provenance["doc_id"])
@@ -139,19 +142,40 @@ def _run(ds: Dataset, cfg: EvalConfig, org: Organisation, services: Services) ->
     runs: dict[str, Run] = {}
     modes: dict[str, Any] = {}
     everything = _unrestricted(org.tenant)
+    cosines: dict[str, float] = {}
     for mode in cfg.modes:
         t0 = time.perf_counter()
-        runs[mode] = {q: _rank(services, everything, text, mode, cfg.depth)[0] for q, text in ds.queries.items()}
+        track = cosines if mode == "hybrid" else None
+        runs[mode] = {q: _rank(services, everything, text, mode, cfg.depth, track)[0] for q, text in ds.queries.items()}
         agg, per_query = _metrics(ds.qrels, runs[mode])
         modes[mode] = {"metrics": agg, "per_query": per_query,
                        "ms_per_query": round((time.perf_counter() - t0) * 1000 / max(len(ds.queries), 1), 2)}
         cfg.progress(f"{mode}: ndcg@10 {agg['ndcg@10']:.4f}")
     report["modes"] = modes
     report["significance"] = _significance(modes)
+    if "hybrid" in runs and cosines:
+        report["low_confidence"] = _calibrate(ds, runs["hybrid"], cosines)
     if cfg.personas:
         report["entitlements"] = _entitlements(services, ds, org, cfg, runs.get(cfg.persona_mode))
         report["freshness"] = _freshness(services, ds, org, cfg)
     return report
+
+
+def _calibrate(ds: Dataset, hybrid: Run, cosines: dict[str, float]) -> dict[str, Any]:
+    """Low-confidence threshold: the 10th percentile of the best top-10 cosine over queries whose
+    hybrid top 10 holds a relevant document (so 90 % of answerable queries are not flagged);
+    reported with the share of unanswerable queries it flags."""
+    answerable, unanswerable = [], []
+    for q, text in ds.queries.items():
+        top10 = list(hybrid.get(q, {}))[:10]
+        (answerable if any(d in ds.qrels[q] for d in top10) else unanswerable).append(cosines.get(text, 0.0))
+    if not answerable:
+        return {"threshold": None}
+    answerable.sort()
+    t = answerable[max(0, int(0.1 * len(answerable)) - 1)]
+    return {"threshold": round(t, 4), "answerable": len(answerable), "unanswerable": len(unanswerable),
+            "unanswerable_flagged": (sum(c < t for c in unanswerable) / len(unanswerable)) if unanswerable else None,
+            "answerable_flagged": sum(c < t for c in answerable) / len(answerable)}
 
 
 def _significance(modes: dict[str, Any]) -> list[dict[str, Any]]:

@@ -50,6 +50,12 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
         lines += ["", "Paired tests on per-query nDCG@10:", "", "| a vs b | mean diff | p (t-test) | p (Wilcoxon) |", "|---|---:|---:|---:|"]
         for s in report["significance"]:
             lines.append(f"| {s['a']} vs {s['b']} | {s['mean_diff']:+.4f} | {s['p_ttest']:.3g} | {s['p_wilcoxon']:.3g} |")
+    lc = report.get("low_confidence") or {}
+    if lc.get("threshold") is not None:
+        flagged = lc["unanswerable_flagged"]
+        lines += ["", f"Low-confidence calibration (hybrid): threshold {lc['threshold']} on the best top-10 cosine flags "
+                  f"{lc['answerable_flagged']:.0%} of {lc['answerable']} answerable queries and "
+                  + (f"{flagged:.0%}" if flagged is not None else "n/a") + f" of {lc['unanswerable']} unanswerable ones."]
     if "entitlements" in report:
         e = report["entitlements"]
         lines += ["", f"## Under entitlements ({e['mode']}, {e['persona_queries']} persona-query pairs)", "",

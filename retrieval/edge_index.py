@@ -17,6 +17,7 @@ from core.errors import BackendUnavailableError
 from core.types import SearchMode
 from retrieval.index import DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, rank_legs, validate_point
 from retrieval.scope_filter import FLOAT_FIELDS, KEYWORD_FIELDS, CompiledFilter, Condition, Match, Range
+from retrieval.unavailable import engine_call
 
 
 def _condition(c: Condition) -> qe.FieldCondition:
@@ -30,6 +31,10 @@ def to_edge_filter(flt: CompiledFilter) -> qe.Filter:
         must=[_condition(c) for c in flt.must],
         must_not=[qe.Filter(must=[_condition(c) for c in group]) for group in flt.must_not],
     )
+
+
+def _dense(vector: Any) -> list[float] | None:
+    return list(vector[DENSE]) if isinstance(vector, dict) and DENSE in vector else None
 
 
 def _id(pid: Any) -> str:
@@ -74,17 +79,17 @@ class EdgeIndex:
             validate_point(p, self.dim)
             vec = {DENSE: [float(x) for x in p.dense], SPARSE: qe.SparseVector(list(p.sparse.indices), list(p.sparse.values))}
             batch.append(qe.Point(p.id, vec, p.payload))
-        with self._write_lock:
+        with self._write_lock, engine_call("edge", "upsert"):
             self._shard.update(qe.UpdateOperation.upsert_points(batch))
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
-            with self._write_lock:
+            with self._write_lock, engine_call("edge", "delete"):
                 self._shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         if ids:
-            with self._write_lock:
+            with self._write_lock, engine_call("edge", "set_payload"):
                 self._shard.update(qe.UpdateOperation.set_payload(list(ids), payload))
 
     def optimize(self) -> bool:
@@ -106,51 +111,66 @@ class EdgeIndex:
         assert q.sparse is not None
         return qe.Query.Nearest(qe.SparseVector(list(q.sparse.indices), list(q.sparse.values)), using=SPARSE)
 
-    def _request(self, mode: SearchMode, q: IndexQuery, f: qe.Filter, limit: int) -> qe.QueryRequest:
+    def _request(self, mode: SearchMode, q: IndexQuery, f: qe.Filter, limit: int, top: bool = True) -> qe.QueryRequest:
+        vectors = [DENSE] if q.with_dense and top else None
         if mode != "hybrid":
-            return qe.QueryRequest(limit=limit, query=self._leg(mode, q), filter=f, with_payload=True)
+            params = qe.SearchParams(exact=True) if q.exact else None
+            return qe.QueryRequest(limit=limit, query=self._leg(mode, q), filter=f, with_payload=True,
+                                   with_vector=vectors, params=params)
         weights = list(q.weights) if q.weights != (1.0, 1.0) else None
         return qe.QueryRequest(
             limit=limit,
             query=qe.Fusion.Rrf(k=q.rrf_k, weights=weights),
             prefetches=[
-                qe.Prefetch(limit=q.prefetch_limit, query=self._leg("dense", q), filter=f),
+                qe.Prefetch(limit=q.prefetch_limit, query=self._leg("dense", q), filter=f,
+                            params=qe.SearchParams(exact=True) if q.exact else None),
                 qe.Prefetch(limit=q.prefetch_limit, query=self._leg("bm25", q), filter=f),
             ],
             filter=f,
             with_payload=True,
+            with_vector=vectors,
         )
 
     def search(self, query: IndexQuery, flt: CompiledFilter) -> list[IndexHit]:
+        with engine_call("edge", "search"):
+            return self._search(query, flt)
+
+    def _search(self, query: IndexQuery, flt: CompiledFilter) -> list[IndexHit]:
         f = to_edge_filter(flt)
         if query.mode == "bm25" and query.sparse is not None and not query.sparse.indices:
             return []
         main = self._request(query.mode, query, f, query.limit)
         if query.mode == "hybrid" and query.with_legs:
-            legs = [self._request("dense", query, f, query.prefetch_limit), self._request("bm25", query, f, query.prefetch_limit)]
+            legs = [self._request("dense", query, f, query.prefetch_limit, top=False),
+                    self._request("bm25", query, f, query.prefetch_limit, top=False)]
             fused, dense, sparse = (self._hits(r) for r in self._shard.query_batch(qe.QueryBatchRequest([main, *legs])))
             return rank_legs(fused, dense, sparse)
         hits = self._hits(self._shard.query(main))
         if query.with_legs:
             leg = DENSE if query.mode == "dense" else SPARSE
-            return [IndexHit(h.id, h.score, h.payload, {leg: h.score}, {leg: i + 1}) for i, h in enumerate(hits)]
+            return [IndexHit(h.id, h.score, h.payload, {leg: h.score}, {leg: i + 1}, h.dense) for i, h in enumerate(hits)]
         return hits
 
     @staticmethod
     def _hits(points: list) -> list[IndexHit]:
-        return [IndexHit(_id(p.id), float(p.score), dict(p.payload or {})) for p in points]
+        return [IndexHit(_id(p.id), float(p.score), dict(p.payload or {}), dense=_dense(p.vector)) for p in points]
 
     def scroll(self, flt: CompiledFilter, limit: int) -> list[IndexHit]:
-        records, _ = self._shard.scroll(qe.ScrollRequest(limit=limit, filter=to_edge_filter(flt), with_payload=True))
+        with engine_call("edge", "scroll"):
+            records, _ = self._shard.scroll(qe.ScrollRequest(limit=limit, filter=to_edge_filter(flt), with_payload=True))
         return [IndexHit(_id(r.id), 0.0, dict(r.payload or {})) for r in records]
 
     def count(self, flt: CompiledFilter) -> int:
-        return int(self._shard.count(qe.CountRequest(exact=True, filter=to_edge_filter(flt))))
+        with engine_call("edge", "count"):
+            return int(self._shard.count(qe.CountRequest(exact=True, filter=to_edge_filter(flt))))
 
     def retrieve(self, ids: Sequence[str]) -> list[IndexHit]:
         if not ids:
             return []
-        return [IndexHit(_id(r.id), 0.0, dict(r.payload or {})) for r in self._shard.retrieve(list(ids), True, False)]
+        with engine_call("edge", "retrieve"):
+            records = self._shard.retrieve(list(ids), True, False)
+        return [IndexHit(_id(r.id), 0.0, dict(r.payload or {})) for r in records]
 
     def size(self) -> int:
-        return int(self._shard.info().points_count)
+        with engine_call("edge", "size"):
+            return int(self._shard.info().points_count)

@@ -37,6 +37,8 @@ class IndexQuery:
     rrf_k: int
     weights: tuple[float, float] = (1.0, 1.0)  # (dense, bm25)
     with_legs: bool = False  # also return per-leg scores/ranks (explain)
+    with_dense: bool = False  # return each hit's dense vector (to compute its cosine to the query)
+    exact: bool = False  # brute-force dense search (benchmarks compare HNSW recall against it)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class IndexHit:
     payload: dict[str, Any]
     leg_scores: dict[str, float] = field(default_factory=dict)
     leg_ranks: dict[str, int] = field(default_factory=dict)
+    dense: list[float] | None = None
 
 
 class ChunkIndex(Protocol):
@@ -105,5 +108,5 @@ def rank_legs(
         for leg, table in legs.items():
             if h.id in table:
                 ranks[leg], scores[leg] = table[h.id]
-        out.append(IndexHit(h.id, h.score, h.payload, scores, ranks))
+        out.append(IndexHit(h.id, h.score, h.payload, scores, ranks, h.dense))
     return out

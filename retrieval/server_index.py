@@ -15,6 +15,7 @@ from core.settings import QdrantSettings
 from core.types import SearchMode
 from retrieval.index import DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, rank_legs, validate_point
 from retrieval.scope_filter import FLOAT_FIELDS, KEYWORD_FIELDS, CompiledFilter, Condition, Match
+from retrieval.unavailable import engine_call
 
 
 def _condition(c: Condition) -> models.FieldCondition:
@@ -28,6 +29,10 @@ def to_server_filter(flt: CompiledFilter) -> models.Filter:
         must=[_condition(c) for c in flt.must],
         must_not=[models.Filter(must=[_condition(c) for c in group]) for group in flt.must_not],
     )
+
+
+def _dense(vector: Any) -> list[float] | None:
+    return list(vector[DENSE]) if isinstance(vector, dict) and DENSE in vector else None
 
 
 class QdrantServerIndex:
@@ -72,15 +77,18 @@ class QdrantServerIndex:
             vec = {DENSE: [float(x) for x in p.dense],
                    SPARSE: models.SparseVector(indices=list(p.sparse.indices), values=list(p.sparse.values))}
             batch.append(models.PointStruct(id=p.id, vector=vec, payload=p.payload))
-        self._client.upsert(self.collection, batch, wait=True)
+        with engine_call("qdrant", "upsert"):
+            self._client.upsert(self.collection, batch, wait=True)
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
-            self._client.delete(self.collection, models.PointIdsList(points=list(ids)), wait=True)
+            with engine_call("qdrant", "delete"):
+                self._client.delete(self.collection, models.PointIdsList(points=list(ids)), wait=True)
 
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         if ids:
-            self._client.set_payload(self.collection, payload, points=list(ids), wait=True)
+            with engine_call("qdrant", "set_payload"):
+                self._client.set_payload(self.collection, payload, points=list(ids), wait=True)
 
     def optimize(self) -> bool:
         return False  # the server optimizes in the background
@@ -98,23 +106,31 @@ class QdrantServerIndex:
         assert q.sparse is not None
         return models.SparseVector(indices=list(q.sparse.indices), values=list(q.sparse.values)), SPARSE
 
-    def _query(self, mode: SearchMode, q: IndexQuery, f: models.Filter, limit: int) -> list[IndexHit]:
+    def _query(self, mode: SearchMode, q: IndexQuery, f: models.Filter, limit: int, top: bool = True) -> list[IndexHit]:
+        vectors = [DENSE] if q.with_dense and top else False
         if mode == "hybrid":
             prefetch = []
             for leg in ("dense", "bm25"):
                 vec, using = self._leg(leg, q)  # type: ignore[arg-type]
-                prefetch.append(models.Prefetch(query=vec, using=using, limit=q.prefetch_limit, filter=f))
+                params = models.SearchParams(exact=True) if q.exact and leg == "dense" else None
+                prefetch.append(models.Prefetch(query=vec, using=using, limit=q.prefetch_limit, filter=f, params=params))
             rrf = models.Rrf(k=q.rrf_k, weights=list(q.weights) if q.weights != (1.0, 1.0) else None)
             res = self._client.query_points(
                 self.collection, prefetch=prefetch, query=models.RrfQuery(rrf=rrf), query_filter=f,
-                limit=limit, with_payload=True,
+                limit=limit, with_payload=True, with_vectors=vectors,
             )
         else:
             vec, using = self._leg(mode, q)
-            res = self._client.query_points(self.collection, query=vec, using=using, query_filter=f, limit=limit, with_payload=True)
-        return [IndexHit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+            res = self._client.query_points(self.collection, query=vec, using=using, query_filter=f, limit=limit,
+                                            with_payload=True, with_vectors=vectors,
+                                            search_params=models.SearchParams(exact=True) if q.exact else None)
+        return [IndexHit(str(p.id), float(p.score), dict(p.payload or {}), dense=_dense(p.vector)) for p in res.points]
 
     def search(self, query: IndexQuery, flt: CompiledFilter) -> list[IndexHit]:
+        with engine_call("qdrant", "search"):
+            return self._search(query, flt)
+
+    def _search(self, query: IndexQuery, flt: CompiledFilter) -> list[IndexHit]:
         f = to_server_filter(flt)
         if query.mode == "bm25" and query.sparse is not None and not query.sparse.indices:
             return []
@@ -122,23 +138,29 @@ class QdrantServerIndex:
         if not query.with_legs:
             return hits
         if query.mode == "hybrid":
-            dense = self._query("dense", query, f, query.prefetch_limit)
-            sparse = self._query("bm25", query, f, query.prefetch_limit)
+            dense = self._query("dense", query, f, query.prefetch_limit, top=False)
+            sparse = self._query("bm25", query, f, query.prefetch_limit, top=False)
             return rank_legs(hits, dense, sparse)
         leg = DENSE if query.mode == "dense" else SPARSE
-        return [IndexHit(h.id, h.score, h.payload, {leg: h.score}, {leg: i + 1}) for i, h in enumerate(hits)]
+        return [IndexHit(h.id, h.score, h.payload, {leg: h.score}, {leg: i + 1}, h.dense) for i, h in enumerate(hits)]
 
     def scroll(self, flt: CompiledFilter, limit: int) -> list[IndexHit]:
-        records, _ = self._client.scroll(self.collection, scroll_filter=to_server_filter(flt), limit=limit, with_payload=True)
+        with engine_call("qdrant", "scroll"):
+            records, _ = self._client.scroll(self.collection, scroll_filter=to_server_filter(flt), limit=limit,
+                                             with_payload=True)
         return [IndexHit(str(r.id), 0.0, dict(r.payload or {})) for r in records]
 
     def count(self, flt: CompiledFilter) -> int:
-        return int(self._client.count(self.collection, count_filter=to_server_filter(flt), exact=True).count)
+        with engine_call("qdrant", "count"):
+            return int(self._client.count(self.collection, count_filter=to_server_filter(flt), exact=True).count)
 
     def retrieve(self, ids: Sequence[str]) -> list[IndexHit]:
         if not ids:
             return []
-        return [IndexHit(str(r.id), 0.0, dict(r.payload or {})) for r in self._client.retrieve(self.collection, list(ids), with_payload=True)]
+        with engine_call("qdrant", "retrieve"):
+            records = self._client.retrieve(self.collection, list(ids), with_payload=True)
+        return [IndexHit(str(r.id), 0.0, dict(r.payload or {})) for r in records]
 
     def size(self) -> int:
-        return int(self._client.count(self.collection, exact=True).count)
+        with engine_call("qdrant", "size"):
+            return int(self._client.count(self.collection, exact=True).count)

@@ -1,5 +1,12 @@
 """Scoped reads: search, document get, chunk fetch, counts. Every one compiles the caller's
 scope into a filter first (``retrieval.scope_filter``); nothing reaches the index without it.
+
+Degraded operation: when the query embedding fails (the model raises), a hybrid or dense
+search is answered from the BM25 leg alone, with ``degraded=True`` and a warning; the filter is
+the same compiled scope, so a degraded answer is never a wider one. When the index itself fails
+the error is ``BackendUnavailableError`` (503, Retry-After) from the index boundary, never a
+partial answer. Each hit carries the fingerprint of the ACL the engine filtered it with
+(``core.audit``), for the audit trail.
 """
 
 from __future__ import annotations
@@ -10,7 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
+from core.audit import SeenChunk, payload_acl_fingerprint
 from core.errors import InvalidRequestError, NotFoundError
+from core.logging import Log
 from core.settings import RetrievalSettings
 from core.types import Scope, SearchMode
 from retrieval.bm25 import Bm25Encoder, tokenize
@@ -27,6 +38,13 @@ class SearchHit:
     snippet: str
     provenance: dict[str, Any]
     explain: dict[str, Any] | None = None
+    dense_score: float | None = None  # cosine between the query and this chunk
+    acl_fingerprint: str = ""  # of the ACL in the payload the engine matched (core.audit)
+
+    def seen(self) -> SeenChunk:
+        p = self.provenance
+        return SeenChunk(self.id, str(p.get("source") or ""), str(p.get("doc_id") or ""), str(p.get("version") or ""),
+                         self.acl_fingerprint)
 
 
 @dataclass(frozen=True)
@@ -36,7 +54,23 @@ class SearchResult:
     took_ms: float
     degraded: bool = False
     warnings: list[str] = field(default_factory=list)
+    # True when the best evidence is weak (best cosine below the calibrated threshold, or no
+    # hit at all), so an assistant can route to a human; None in bm25 mode (no dense signal).
+    low_confidence: bool | None = None
+    legs_ms: dict[str, float] = field(default_factory=dict)  # "encode", "engine"
 
+
+@dataclass(frozen=True)
+class DocumentView:
+    """A document read: the response body, and what it handed out (for the audit trail)."""
+
+    body: dict[str, Any]
+    seen: list[SeenChunk]
+
+
+log = Log("clearance.search")
+
+DEGRADED_DENSE = "dense leg unavailable (query embedding failed): answered from BM25 only"
 
 PROVENANCE_FIELDS = ("source", "doc_id", "uri", "title", "section", "page", "version", "modified_at", "ingested_at",
                      "content_hash", "chunk_index", "element_types")
@@ -61,42 +95,71 @@ class SearchService:
             raise InvalidRequestError("query is empty")
         if not 1 <= top_k <= self.settings.max_top_k:
             raise InvalidRequestError(f"top_k must be between 1 and {self.settings.max_top_k}")
-        dense = self.embedder.embed_query(query).tolist() if mode in ("hybrid", "dense") else None
+        t_enc = time.perf_counter()
+        dense, degraded, warnings = None, False, []
+        if mode in ("hybrid", "dense"):
+            try:
+                dense = self.embedder.embed_query(query).tolist()
+            except Exception as exc:  # a broken model degrades to BM25 under the same filter
+                log.warning("search.degraded", reason="embedder_failed", error=type(exc).__name__)
+                degraded, mode = True, "bm25"
+                warnings.append(DEGRADED_DENSE)
         sparse = self.bm25.encode_query(query) if mode in ("hybrid", "bm25") else None
+        t_engine = time.perf_counter()
         iq = IndexQuery(
             mode=mode, limit=top_k, dense=dense, sparse=sparse,
             prefetch_limit=max(self.settings.prefetch_limit, top_k), rrf_k=self.settings.rrf_k,
             weights=(self.settings.dense_weight, self.settings.bm25_weight), with_legs=explain,
+            with_dense=dense is not None,
         )
         hits = self.index.search(iq, flt)
+        legs_ms = {"encode": (t_engine - t_enc) * 1000, "engine": (time.perf_counter() - t_engine) * 1000}
         terms = set(tokenize(query))
-        out = [self._hit(h, terms, scope if explain else None) for h in hits]
-        return SearchResult(out, mode, (time.perf_counter() - t0) * 1000)
+        qvec = np.asarray(dense, dtype=np.float32) if dense is not None else None
+        out = [self._hit(h, terms, scope if explain else None, qvec) for h in hits]
+        if explain and mode == "hybrid":
+            for h in out:
+                assert h.explain is not None
+                h.explain.update(fusion="rrf", rrf_k=self.settings.rrf_k)
+        low = None
+        if qvec is not None:
+            best = max((h.dense_score for h in out if h.dense_score is not None), default=None)
+            low = best is None or best < self.settings.low_confidence_dense
+        return SearchResult(out, mode, (time.perf_counter() - t0) * 1000, degraded=degraded, warnings=warnings,
+                            low_confidence=low, legs_ms=legs_ms)
 
-    def _hit(self, h: IndexHit, terms: set[str], explain_scope: Scope | None) -> SearchHit:
+    def _hit(self, h: IndexHit, terms: set[str], explain_scope: Scope | None, qvec: np.ndarray | None) -> SearchHit:
         p = h.payload
         text = str(p.get("text", ""))
+        cosine = float(np.dot(qvec, np.asarray(h.dense, dtype=np.float32))) if qvec is not None and h.dense else None
         explain = None
         if explain_scope is not None:
             granted = sorted(set(p.get("acl_allow", [])) & explain_scope.entitlements.principals)
             explain = {"leg_scores": h.leg_scores, "leg_ranks": h.leg_ranks, "granted_by": granted,
-                       "fusion": "rrf", "rrf_k": self.settings.rrf_k}
-        return SearchHit(h.id, h.score, text, snippet(text, terms), {k: p.get(k) for k in PROVENANCE_FIELDS}, explain)
+                       "dense_cosine": cosine}
+        return SearchHit(h.id, h.score, text, snippet(text, terms), {k: p.get(k) for k in PROVENANCE_FIELDS}, explain,
+                         cosine, payload_acl_fingerprint(p))
 
     def document(self, scope: Scope, source: str, doc_id: str) -> dict[str, Any]:
         """A document's metadata and its chunks, or ``NotFoundError`` (also when not visible)."""
+        return self.read_document(scope, source, doc_id).body
+
+    def read_document(self, scope: Scope, source: str, doc_id: str) -> DocumentView:
+        """``document`` plus the chunks it handed out, with versions and ACL fingerprints."""
         key = f"{scope.entitlements.tenant}/{source}/{doc_id}"
         chunks = sorted(self.index.scroll(doc_filter(self._filter(scope), key), limit=10_000),
                         key=lambda h: int(h.payload.get("chunk_index", 0)))
         if not chunks:
             raise NotFoundError("document not found")
         first = chunks[0].payload
-        return {
+        seen = [SeenChunk(c.id, source, doc_id, str(c.payload.get("version") or ""), payload_acl_fingerprint(c.payload))
+                for c in chunks]
+        return DocumentView(seen=seen, body={
             "source": source, "doc_id": doc_id,
             "provenance": {k: first.get(k) for k in PROVENANCE_FIELDS if k not in ("section", "page", "chunk_index", "element_types")},
             "chunks": [{"id": c.id, "chunk_index": c.payload.get("chunk_index"), "text": c.payload.get("text"),
                         "section": c.payload.get("section"), "page": c.payload.get("page")} for c in chunks],
-        }
+        })
 
     def count(self, scope: Scope) -> int:
         return self.index.count(self._filter(scope))

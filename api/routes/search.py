@@ -38,6 +38,10 @@ class SearchResponse(BaseModel):
     took_ms: float
     degraded: bool
     warnings: list[str]
+    low_confidence: bool | None = Field(
+        default=None, description="best evidence is weak (calibrated cosine threshold); null in bm25 mode")
+    stale_sources: list[str] = Field(
+        default_factory=list, description="sources of returned chunks that are beyond their freshness SLA")
 
 
 def scope_for(caller: Any, req: SearchRequest | None = None) -> Scope:
@@ -50,16 +54,22 @@ def scope_for(caller: Any, req: SearchRequest | None = None) -> Scope:
 
 @router.post("/v1/search", response_model=SearchResponse)
 def search(req: SearchRequest, caller: SearchCaller, services: ServicesDep) -> SearchResponse:
-    res = services.search.search(scope_for(caller, req), req.query, top_k=req.top_k, mode=req.mode, explain=req.explain)
+    params = req.model_dump(mode="json", include={"max_age", "sources", "modified_after", "modified_before", "explain"})
+    out = services.reads.search(scope_for(caller, req), req.query, top_k=req.top_k, mode=req.mode, explain=req.explain,
+                                params=params)
+    res = out.result
     return SearchResponse(
         hits=[Hit(id=h.id, score=h.score, text=h.text, snippet=h.snippet, provenance=h.provenance, explain=h.explain) for h in res.hits],
-        mode=res.mode, took_ms=round(res.took_ms, 3), degraded=res.degraded, warnings=res.warnings,
+        mode=res.mode, took_ms=round(res.took_ms, 3), degraded=res.degraded,
+        warnings=res.warnings + [s.warning() for s in out.stale],
+        low_confidence=res.low_confidence, stale_sources=[s.name for s in out.stale],
     )
 
 
 @router.get("/v1/documents/{source}/{doc_id:path}")
 def get_document(source: str, doc_id: str, caller: SearchCaller, services: ServicesDep) -> dict:
-    return services.search.document(scope_for(caller), source, doc_id)
+    body, stale = services.reads.document(scope_for(caller), source, doc_id)
+    return {**body, "stale_sources": [s.name for s in stale]}
 
 
 @router.get("/v1/chunks/count")

@@ -1,0 +1,83 @@
+"""Queued ingestion: ``enqueue_folder`` lists a filesystem source into the work queue (one item
+per document, plus a delete for every document that vanished); ``run_worker`` claims batches,
+runs them through the normal ``Ingestor`` and records each outcome on its item."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from core.errors import ClearanceError
+from core.types import SourceDocument
+from ingest.pipeline import Ingestor
+from ingest.queue import Enqueued, QueueRow, WorkQueue
+from ingest.sources import FilesystemSource
+
+
+def enqueue_folder(queue: WorkQueue, tenant: str, root: Path, source: str | None = None) -> int:
+    """Needs only the catalog, never the index, so it works while another process owns it."""
+    src = FilesystemSource(root, source)
+    job = queue.catalog.start_job(src.name, kind="queued")
+    items, seen = [], set()
+    for path in src.paths():
+        rel = path.relative_to(src.root).as_posix()
+        seen.add(rel)
+        items.append(Enqueued("upsert", rel, str(path), src.manifest.acl_for(rel)))
+    for row in queue.catalog.documents(tenant, src.name):
+        if row.doc_id not in seen:
+            items.append(Enqueued("delete", row.doc_id))
+    queue.enqueue(int(job.id or 0), src.name, items)
+    return int(job.id or 0)
+
+
+def _load(row: QueueRow) -> SourceDocument:
+    path = Path(row.path)
+    try:
+        content = path.read_bytes()
+        mtime = path.stat().st_mtime
+    except FileNotFoundError as exc:
+        raise ClearanceError(f"{row.doc_id} vanished before it was processed", code="vanished") from exc
+    return SourceDocument(row.source, row.doc_id, path.as_uri(), path.name, content, row.acl,
+                          datetime.fromtimestamp(mtime, timezone.utc), title=path.stem.replace("-", " ").replace("_", " "))
+
+
+def process(ingestor: Ingestor, queue: WorkQueue, rows: list[QueueRow]) -> None:
+    docs: list[tuple[QueueRow, SourceDocument]] = []
+    for row in rows:
+        if row.op == "delete":
+            try:
+                ingestor.delete(row.source, row.doc_id)
+                queue.finish(row, outcome="deleted")
+            except ClearanceError as exc:
+                queue.finish(row, error=(exc.code, exc.message))
+            continue
+        try:
+            docs.append((row, _load(row)))
+        except ClearanceError as exc:
+            queue.finish(row, error=(exc.code, exc.message))
+    results = ingestor.apply_many([d for _, d in docs])
+    for (row, _), res in zip(docs, results):
+        if isinstance(res, ClearanceError):
+            queue.finish(row, error=(res.code, res.message))
+        else:
+            queue.finish(row, outcome=res[0])
+
+
+def run_worker(ingestor: Ingestor, queue: WorkQueue, worker_id: str, *, batch: int = 16, lease_s: float = 300.0,
+               once: bool = False, idle_s: float = 1.0, stop: threading.Event | None = None) -> int:
+    """Process queued items until the queue is empty (``once``) or ``stop`` is set."""
+    done = 0
+    while stop is None or not stop.is_set():
+        rows = queue.claim(worker_id, batch, lease_s)
+        if not rows:
+            if once:
+                break
+            time.sleep(idle_s)
+            continue
+        process(ingestor, queue, rows)
+        done += len(rows)
+    if done:
+        ingestor.index.optimize()
+    return done
