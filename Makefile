@@ -12,7 +12,7 @@ export MPLCONFIGDIR := $(CURDIR)/var/.cache/matplotlib
 export XDG_CACHE_HOME := $(CURDIR)/var/.cache
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run serve demo-ingest test clean
+.PHONY: install run serve demo-ingest test bench eval clean
 
 install: $(STAMP)
 
@@ -44,6 +44,19 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Benchmarks are never part of `make test`; figures land in bench/results and BENCHMARKS.md.
+BENCH_SIZES ?= 10000 100000 1000000
+bench: install
+	for n in $(BENCH_SIZES); do $(BIN)/python -m bench.engine --chunks $$n || exit 1; done
+	for n in $(BENCH_SIZES); do $(BIN)/python -m bench.e2e --chunks $$n || exit 1; done
+	$(BIN)/python -m bench.ingest --docs 1000
+	$(BIN)/python -m bench.report
+
+# Retrieval quality on every dataset beside the repo; baselines in eval/baselines.
+DATASETS ?= scifact cisi cacm med npl lisa
+eval: install
+	for d in $(DATASETS); do $(BIN)/clearance eval run --dataset ../shared/datasets/$$d --out reports/eval || exit 1; done
 
 clean:
 	rm -rf var .pytest_cache

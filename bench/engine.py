@@ -101,6 +101,11 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
     return results
 
 
+def index_path(data_dir: Path, chunks: int) -> Path:
+    """``<data_dir>/bench/n<chunks>/edge``: its parent doubles as a server data dir for bench.e2e."""
+    return data_dir / "bench" / f"n{chunks}" / "edge"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--chunks", type=int, default=100_000)
@@ -112,7 +117,7 @@ def main() -> None:
     args = ap.parse_args()
     seed = seed_from_cache(args.data_dir, args.scifact)
     enc = Bm25Encoder()
-    path = args.data_dir / "bench" / f"edge-{args.chunks}"
+    path = index_path(args.data_dir, args.chunks)
     report: dict[str, Any] = {"chunks": args.chunks, "cores": os.cpu_count(),
                               "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if not args.reuse:

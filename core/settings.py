@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -179,7 +179,15 @@ class IngestSettings(Section):
     ooxml_max_members: int = Field(default=10_000, gt=0)
     # E-mail attachments are parsed like files of their own, nested at most this deep.
     max_attachment_depth: int = Field(default=2, ge=0)
+    # Plain text: "heuristic" splits paragraphs and spots headings without NLP; "unstructured"
+    # runs its spaCy classifier on every paragraph (~50 ms per SciFact abstract, nearly the cost
+    # of embedding it, which would cap ingestion near half the embedder's throughput).
+    plain_text_elements: Literal["heuristic", "unstructured"] = "heuristic"
     contracts: dict[str, SourceContract] = Field(default_factory=dict)
+    # Freshness SLA per source, seconds: a source whose last successful sync (or push) is older
+    # is reported stale in /readyz, /metrics and every search answer that holds its chunks.
+    # Unlike ``retrieval.source_max_age_s`` this never hides a chunk; it only warns.
+    source_sla_s: dict[str, PositiveInt] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "IngestSettings":
@@ -187,6 +195,21 @@ class IngestSettings(Section):
         if self.chunk_overlap_chars * 2 > self.chunk_chars:
             raise ValueError("chunk_overlap_chars must be at most half of chunk_chars")
         return self
+
+
+class AuditSettings(Section):
+    """Who saw what. Every search and document read writes one audit event to the catalog
+    before the answer leaves; when it cannot be written the request fails (503)."""
+
+    enabled: bool = True
+    # Key of the HMAC-SHA-256 that hashes query text. Empty: a random salt generated once and
+    # kept in the catalog (so every process of a deployment shares it).
+    query_salt: SecretStr | None = None
+    # Store raw query text next to its hash (off by default: queries can hold personal data).
+    store_raw_query: bool = False
+    retention_days: int = Field(default=90, ge=1)
+    # Old events are pruned at startup and then at most once per interval, on write.
+    prune_interval_s: float = Field(default=3600.0, ge=0)
 
 
 class Settings(BaseSettings):
@@ -201,6 +224,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @model_validator(mode="after")
     def _no_unknown_environment(self) -> "Settings":

@@ -2,18 +2,27 @@
 
 SQLite in the embedded default, PostgreSQL when ``CLEARANCE_DATABASE_URL`` points at one. The
 catalog is the record the index is reconciled against, and the oracle tests compare reads to.
+
+It also holds the operational record: ``sources`` (last sync or push per source, the root of a
+filesystem source), the audit trail (``audit_events``, ``audit_documents``; see
+``ingest.audit``) and ``clearance_meta`` (deployment-wide values such as the audit salt).
+Timestamps are aware UTC datetimes (sqlmodel stores them as UTC on SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import event
+from sqlalchemy import Index, event, func, text
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+
+from core.errors import BackendUnavailableError
 
 from core.types import Acl
 
@@ -85,6 +94,77 @@ class JobItemRow(SQLModel, table=True):
     error_message: str | None = None
 
 
+def as_utc(dt: datetime) -> datetime:
+    """``dt`` as an aware UTC datetime; naive input is taken to be UTC already."""
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def aware_utc(dt: datetime | None) -> datetime | None:
+    return None if dt is None else as_utc(dt)
+
+
+class SourceRow(SQLModel, table=True):
+    """Last contact per source: a sync job (filesystem, with its root) or a push."""
+
+    __tablename__ = "sources"
+
+    name: str = Field(primary_key=True)
+    kind: str = "push"  # filesystem | push
+    root: str | None = None  # the folder a filesystem source was synced from (for resync)
+    last_attempt_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_job_id: int | None = None
+
+
+class AuditEventRow(SQLModel, table=True):
+    """One search or document read (``core.audit`` defines every digest in it)."""
+
+    __tablename__ = "audit_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(index=True)
+    request_id: str = ""
+    action: str  # search | document
+    status: int = 200
+    issuer: str
+    subject: str
+    tenant: str
+    principals_hash: str
+    query_hash: str | None = None
+    query_text: str | None = None  # only with audit.store_raw_query
+    params: str = "{}"  # JSON: mode, top_k, filters; source and doc_id for a document read
+    chunks: str = "[]"  # JSON list of {id, source, doc_id, version, acl}
+    acl_version: str | None = None
+    latency_ms: float = 0.0
+    degraded: bool = False
+    stale_sources: str = "[]"
+
+
+class AuditDocumentRow(SQLModel, table=True):
+    """One row per (event, document) handed out: answers "who saw document X since T"."""
+
+    __tablename__ = "audit_documents"
+    __table_args__ = (Index("ix_audit_documents_doc", "tenant", "source", "doc_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(index=True)
+    at: datetime
+    tenant: str
+    source: str
+    doc_id: str
+    version: str = ""
+    acl: str = ""  # ACL fingerprint of the chunks returned
+    chunks: int = 0
+
+
+class MetaRow(SQLModel, table=True):
+    __tablename__ = "clearance_meta"
+
+    key: str = Field(primary_key=True)
+    value: str
+
+
 class Catalog:
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite:///"):
@@ -141,8 +221,122 @@ class Catalog:
         with self.session() as s:
             return list(s.exec(select(JobItemRow).where(JobItemRow.job_id == job_id)).all())
 
+    # -- operations -----------------------------------------------------------------------
+    def ping(self) -> None:
+        """``SELECT 1``; raises ``BackendUnavailableError`` when the database cannot answer."""
+        with unavailable("catalog"), self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def record_sync(self, name: str, *, job_id: int | None, ok: bool, root: str | None = None,
+                    error: str | None = None, at: datetime | None = None) -> None:
+        """A sync job of ``name`` ended; a root marks it a filesystem source (resync reads it)."""
+        at = as_utc(at or utcnow())
+        with self.session() as s:
+            row = s.get(SourceRow, name) or SourceRow(name=name, kind="sync")
+            if root is not None:
+                row.kind, row.root = "filesystem", root
+            row.last_attempt_at, row.last_job_id = at, job_id
+            if ok:
+                row.last_success_at, row.last_error = at, None
+            else:
+                row.last_error = (error or "failed")[:1000]
+            s.add(row)
+            s.commit()
+
+    def record_push(self, name: str, at: datetime | None = None) -> None:
+        """A system of record pushed to ``name`` successfully (its freshness clock restarts)."""
+        at = as_utc(at or utcnow())
+        for attempt in range(2):  # two first pushes may race to create the row
+            try:
+                with self.session() as s:
+                    row = s.get(SourceRow, name) or SourceRow(name=name, kind="push")
+                    row.last_attempt_at = row.last_success_at = at
+                    row.last_error = None
+                    s.add(row)
+                    s.commit()
+                return
+            except IntegrityError:
+                if attempt:
+                    raise
+
+    def source_rows(self) -> list[SourceRow]:
+        with self.session() as s:
+            return list(s.exec(select(SourceRow).order_by(SourceRow.name)).all())
+
+    def source_row(self, name: str) -> SourceRow | None:
+        with self.session() as s:
+            return s.get(SourceRow, name)
+
+    def last_success(self, names: set[str] | None = None) -> dict[str, datetime]:
+        """Last successful sync or push per source (UTC), from ``sources`` and, for sources
+        synced before that table existed, the finished ``jobs``."""
+        out: dict[str, datetime] = {}
+        with self.session() as s:
+            q1 = select(SourceRow.name, SourceRow.last_success_at).where(col(SourceRow.last_success_at).is_not(None))
+            q2 = select(JobRow.source, func.max(JobRow.finished_at)).where(JobRow.state == "done").group_by(JobRow.source)
+            if names is not None:
+                q1 = q1.where(col(SourceRow.name).in_(sorted(names)))
+                q2 = q2.where(col(JobRow.source).in_(sorted(names)))
+            for name, at in [*s.exec(q1).all(), *s.exec(q2).all()]:
+                when = aware_utc(at)
+                if when is not None and (name not in out or when > out[name]):
+                    out[name] = when
+        return out
+
+    def document_counts(self) -> dict[str, dict[str, int]]:
+        """Per source: documents by state."""
+        out: dict[str, dict[str, int]] = {}
+        with self.session() as s:
+            q = select(DocumentRow.source, DocumentRow.state, func.count()).group_by(DocumentRow.source, DocumentRow.state)
+            for source, state, n in s.exec(q).all():
+                out.setdefault(source, {})[state] = int(n)
+        return out
+
+    def jobs(self, source: str | None = None, limit: int = 50) -> list[JobRow]:
+        """Most recent first."""
+        with self.session() as s:
+            q = select(JobRow).order_by(col(JobRow.id).desc()).limit(limit)
+            if source is not None:
+                q = q.where(JobRow.source == source)
+            return list(s.exec(q).all())
+
+    def failed_items(self, job_ids: list[int]) -> list[JobItemRow]:
+        if not job_ids:
+            return []
+        with self.session() as s:
+            q = select(JobItemRow).where(col(JobItemRow.job_id).in_(job_ids), JobItemRow.outcome == "failed")
+            return list(s.exec(q.order_by(JobItemRow.id)).all())
+
+    def meta_value(self, key: str, default: str) -> str:
+        """The stored value of ``key``, storing ``default`` first when there is none (the first
+        writer wins when several processes race)."""
+        with self.session() as s:
+            row = s.get(MetaRow, key)
+            if row is not None:
+                return row.value
+        try:
+            with self.session() as s:
+                s.add(MetaRow(key=key, value=default))
+                s.commit()
+            return default
+        except IntegrityError:
+            with self.session() as s:
+                row = s.get(MetaRow, key)
+                assert row is not None
+                return row.value
+
     def close(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def unavailable(what: str) -> Iterator[None]:
+    """Turns database errors into ``BackendUnavailableError`` (503, Retry-After) at the catalog
+    boundary of read paths, so a dead catalog is a clean refusal rather than a crash."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise BackendUnavailableError(f"{what} unavailable: {type(exc).__name__}", code="catalog_unavailable") from exc
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

@@ -10,6 +10,11 @@ Crash safety: before touching the index a document row is marked ``writing`` wit
 the write may touch; ``recover()`` removes those points and forces a re-ingest, so a kill at
 any point leaves no orphaned, duplicated or half-updated chunks once recovery runs.
 A bad document records a per-document error code and the job goes on.
+
+Observability: every outcome is counted (``clearance_ingest_documents_total``, failures by code
+in ``clearance_parse_errors_total``) when a ``Metrics`` is given, and each sync job's end is
+recorded per source in the catalog (time, success, and the root of a filesystem source, which
+``POST /v1/admin/sources/{source}/resync`` reads back).
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from typing import Callable
 import numpy as np
 
 from core.errors import ClearanceError, IngestError
+from core.metrics import Metrics
 from core.settings import IngestSettings
 from core.types import Acl, SourceDocument
-from ingest.catalog import Catalog, DocumentRow, JobItemRow, dumps, utcnow
+from ingest.catalog import Catalog, DocumentRow, JobItemRow, JobRow, dumps, utcnow
 from ingest.chunking import TextChunk, chunk_elements
-from ingest.parse import parse
+from ingest.sandbox import parse_isolated
 from ingest.sources import DocumentSource, content_hash
 from retrieval.bm25 import Bm25Encoder
 from retrieval.embedder import Embedder
@@ -54,13 +60,15 @@ class JobReport:
 
 class Ingestor:
     def __init__(
-        self, settings: IngestSettings, catalog: Catalog, index: ChunkIndex, embedder: Embedder, bm25: Bm25Encoder
+        self, settings: IngestSettings, catalog: Catalog, index: ChunkIndex, embedder: Embedder, bm25: Bm25Encoder,
+        *, metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.index = index
         self.embedder = embedder
         self.bm25 = bm25
+        self.metrics = metrics
 
     def doc_key(self, source: str, doc_id: str) -> str:
         return f"{self.settings.tenant}/{source}/{doc_id}"
@@ -72,6 +80,22 @@ class Ingestor:
         self.recover()
         started = time.perf_counter()
         job = self.catalog.start_job(source.name)
+        root = getattr(source, "root", None)
+        try:
+            report = self._sync(source, job, progress, full, batch_docs, started)
+        except Exception as exc:
+            try:
+                self.catalog.record_sync(source.name, job_id=job.id, ok=False, root=str(root) if root else None,
+                                         error=f"{type(exc).__name__}: {exc}")
+            except Exception:  # the catalog itself may be what failed; the original error matters
+                pass
+            raise
+        self.catalog.record_sync(source.name, job_id=job.id, ok=True, root=str(root) if root else None,
+                                 at=job.finished_at)
+        return report
+
+    def _sync(self, source: DocumentSource, job: JobRow, progress: Progress | None, full: bool, batch_docs: int,
+              started: float) -> JobReport:
         job_id = int(job.id or 0)
         report = JobReport(job_id=job_id)
         items: list[JobItemRow] = []
@@ -101,6 +125,7 @@ class Ingestor:
                     except ClearanceError as exc:
                         res = exc
                     items.append(self._record(job_id, row.key, res, (time.perf_counter() - t0) * 1000, report, progress))
+                    self._observe(source.name, items[-1].outcome, items[-1].error_code)
         job.state = "done"
         job.finished_at = utcnow()
         for outcome, n in report.counts.items():
@@ -129,6 +154,10 @@ class Ingestor:
             progress(key, outcome)
         return item
 
+    def _observe(self, source: str, outcome: str, error_code: str | None) -> None:
+        if self.metrics is not None:
+            self.metrics.ingested(source, outcome, error_code)
+
     # -- documents ------------------------------------------------------------------------
     def apply(self, doc: SourceDocument) -> tuple[str, int]:
         """Bring the index and catalog in line with ``doc``. Returns (outcome, chunks written)."""
@@ -139,6 +168,15 @@ class Ingestor:
 
     def apply_many(self, docs: list[SourceDocument]) -> "list[tuple[str, int] | ClearanceError]":
         """Several documents, embedded in one batch; each result is an outcome or its error."""
+        results = self._apply_many(docs)
+        for doc, res in zip(docs, results):  # every path in (sync, push, worker) is counted here
+            if isinstance(res, ClearanceError):
+                self._observe(doc.source, "failed", res.code)
+            else:
+                self._observe(doc.source, res[0], None)
+        return results
+
+    def _apply_many(self, docs: list[SourceDocument]) -> "list[tuple[str, int] | ClearanceError]":
         results: list[tuple[str, int] | ClearanceError] = [("unchanged", 0)] * len(docs)
         todo: list[tuple[int, str, str, list[TextChunk], DocumentRow | None]] = []
         for i, doc in enumerate(docs):
@@ -185,7 +223,7 @@ class Ingestor:
             return "acl_updated"
         try:
             chunks = chunk_elements(
-                parse(doc.filename, doc.content),
+                parse_isolated(doc.filename, doc.content, self.settings),
                 max_chars=self.settings.chunk_chars,
                 overlap_chars=self.settings.chunk_overlap_chars,
             )
@@ -248,6 +286,7 @@ class Ingestor:
         if row is None:
             return False
         self._delete_row(row)
+        self._observe(source, "deleted", None)
         return True
 
     def _delete_row(self, row: DocumentRow) -> tuple[str, int]:

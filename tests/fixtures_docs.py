@@ -281,6 +281,35 @@ def encrypted_ooxml() -> bytes:
     return out.getvalue()
 
 
+def legacy_ole() -> bytes:
+    """A readable OLE compound file without encryption streams (what a renamed .doc looks like)."""
+    data = encrypted_ooxml()
+    for name in ("EncryptedPackage", "EncryptionInfo"):
+        data = data.replace(name.encode("utf-16-le"), ("X" + name[1:]).encode("utf-16-le"))
+    return data
+
+
+def bad_crc(valid: bytes, member: str = "word/document.xml") -> bytes:
+    """``valid`` with one byte of ``member`` flipped inside a stored (uncompressed) copy."""
+    src = zipfile.ZipFile(io.BytesIO(valid))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as z:
+        for info in src.infolist():
+            z.writestr(info.filename, src.read(info.filename))
+    data = out.getvalue()
+    body = src.read(member)
+    at = data.index(body) + len(body) // 2
+    return data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1:]
+
+
+def image_only_pdf() -> bytes:
+    """A valid PDF with a page and no text layer (what a scan without OCR looks like)."""
+    return make_pdf([[]])
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+
 def deeply_nested_pdf(depth: int = 50_000) -> bytes:
     """A page whose resources hold an array nested ``depth`` levels: recursive parsers overflow."""
     return make_pdf([["Nested structure page."]], page_extra=b"/Junk " + b"[" * depth + b"]" * depth)
@@ -324,11 +353,3 @@ def huge_line_txt(size: int = 20 * 1024 * 1024) -> bytes:
     """One line of ``size`` bytes: words, no newline, sentence ends every ~100 words."""
     words = (b"alpha beta gamma delta epsilon zeta eta theta iota kappa " * 10)[:-1] + b". "
     return (words * (size // len(words) + 1))[:size]
-
-
-def write(folder: Path, name: str, data: bytes) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_bytes(data)
-    return path
-

@@ -1,0 +1,158 @@
+"""End-to-end API benchmark: a real ``clearance serve`` on loopback over a bench index, driven by
+a load generator in another process (threads with keep-alive HTTP clients) at concurrency 1, 4
+and 8. Each request carries a JWT (validated per request), is encoded by the real model and
+runs a hybrid + ACL + freshness query. Also measures the floor: query encode time and engine
+time in-process, and reports p50 / (encode + engine).
+
+    python -m bench.e2e --chunks 100000 --out bench/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.corpus import SELECTIVITY
+from bench.engine import index_path, pct, seed_from_cache
+from bench.corpus import queries as make_queries
+
+
+def start_server(data_dir: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "CLEARANCE_STORAGE__DATA_DIR": str(data_dir), "CLEARANCE_AUTH__DEV_TENANT": "bench",
+           "CLEARANCE_INGEST__TENANT": "bench", "CLEARANCE_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-c", "from api.cli import run; run()", "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while time.time() - t0 < 180:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else "server died")
+    raise RuntimeError("server did not start")
+
+
+def mint(data_dir: Path, group: str) -> str:
+    from auth.dev_issuer import DevIssuer
+    from core.settings import AuthSettings
+
+    return DevIssuer(AuthSettings(dev_tenant="bench"), data_dir / "dev-issuer-key.pem").mint("bench-user", groups=[group.removeprefix("group:")])
+
+
+def load(url: str, token: str, texts: list[str], concurrency: int, requests: int, max_s: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    counter = iter(range(requests))
+    deadline = time.time() + max_s
+
+    def worker() -> None:
+        nonlocal errors
+        with httpx.Client(timeout=30, headers={"authorization": f"Bearer {token}"}) as client:
+            for i in counter:
+                if time.time() > deadline:
+                    return
+                body = {"query": texts[i % len(texts)], "top_k": 10, "mode": "hybrid", "max_age": 365 * 86_400 * 3}
+                t = time.perf_counter()
+                r = client.post(url, json=body)
+                dt = (time.perf_counter() - t) * 1000
+                with lock:
+                    if r.status_code == 200:
+                        latencies.append(dt)
+                    else:
+                        errors += 1
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"concurrency": concurrency, "requests": len(latencies), "errors": errors,
+            "p50_ms": round(statistics.median(latencies), 2), "p99_ms": round(pct(latencies, 99), 2),
+            "qps": round(len(latencies) / wall, 1)}
+
+
+def floor(data_dir: Path, scifact: Path, texts: list[str]) -> dict[str, float]:
+    """Query encode and engine time, in-process, for the same kind of request."""
+    from datetime import datetime, timezone
+
+    from bench.corpus import NOW_TS
+    from core.settings import EmbedderSettings
+    from core.types import Entitlements, Scope
+    from retrieval.bm25 import Bm25Encoder
+    from retrieval.edge_index import EdgeIndex
+    from retrieval.embedder import MiniLmEmbedder
+    from retrieval.index import IndexQuery
+    from retrieval.scope_filter import compile_scope
+
+    emb = MiniLmEmbedder(EmbedderSettings())
+    enc = Bm25Encoder()
+    enc_ms, eng_ms = [], []
+    vecs = []
+    for t in texts[:120]:
+        t0 = time.perf_counter()
+        vecs.append(emb.embed_query(t))
+        enc_ms.append((time.perf_counter() - t0) * 1000)
+    index = EdgeIndex(data_dir / "edge", 384)
+    flt = compile_scope(Scope(Entitlements("b", "b", "bench", frozenset({SELECTIVITY["10%"], "user:bench-user", "tenant:bench"}))),
+                        now=datetime.fromtimestamp(NOW_TS, timezone.utc))
+    for t, v in zip(texts[:120], vecs):
+        q = IndexQuery(mode="hybrid", limit=10, dense=v.tolist(), sparse=enc.encode_query(t), prefetch_limit=50, rrf_k=60, with_dense=True)
+        t0 = time.perf_counter()
+        index.search(q, flt)
+        eng_ms.append((time.perf_counter() - t0) * 1000)
+    index.close()
+    return {"encode_p50_ms": round(statistics.median(enc_ms[20:]), 2), "engine_p50_ms": round(statistics.median(eng_ms[20:]), 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chunks", type=int, default=100_000)
+    ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CLEARANCE_STORAGE__DATA_DIR", "var")))
+    ap.add_argument("--scifact", type=Path, default=Path("../shared/datasets/scifact"))
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--max-s", type=float, default=90.0)
+    ap.add_argument("--port", type=int, default=8765)
+    args = ap.parse_args()
+    server_dir = index_path(args.data_dir, args.chunks).parent
+    if not (server_dir / "edge").exists():
+        sys.exit(f"build the index first: python -m bench.engine --chunks {args.chunks}")
+    seed = seed_from_cache(args.data_dir, args.scifact)
+    texts = [t for t, _ in make_queries(seed, 500, rng_seed=5)]
+    report: dict[str, Any] = {"chunks": args.chunks, "cores": os.cpu_count(), "acl_visible": "10%"}
+    report["floor"] = floor(server_dir, args.scifact, texts)
+    token = mint(server_dir, SELECTIVITY["10%"])
+    t0 = time.perf_counter()
+    proc = start_server(server_dir, args.port)
+    report["cold_start_s"] = round(time.perf_counter() - t0, 2)
+    try:
+        url = f"http://127.0.0.1:{args.port}/v1/search"
+        load(url, token, texts[:30], 2, 30, 30)  # warm-up
+        report["load"] = [load(url, token, texts, c, args.requests, args.max_s) for c in (1, 4, 8)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    c1 = report["load"][0]
+    report["ratio_to_floor_p50"] = round(c1["p50_ms"] / (report["floor"]["encode_p50_ms"] + report["floor"]["engine_p50_ms"]), 2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"e2e-{args.chunks}.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
