@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from api import errors
-from api.routes import health, identity, ingest, push, search
+from api.middleware import RequestContext
+from api.routes import admin, health, identity, ingest, push, search
 from api.services import Services, build_services
 from core.logging import configure
 from core.settings import Settings
@@ -32,15 +32,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if services is not None:
         app.state.services = services
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id", "")
-        request.state.request_id = rid if 0 < len(rid) <= 64 and rid.isprintable() else uuid.uuid4().hex
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
-
+    app.add_middleware(RequestContext)  # request id (logs, responses), latency and status metrics
     errors.install(app)
-    for r in (health.router, identity.router, search.router, ingest.router, push.router):
+    for r in (health.router, identity.router, search.router, ingest.router, push.router, admin.router):
         app.include_router(r)
     return app

@@ -1,12 +1,17 @@
-"""The one handler that renders errors: ``{"error": {"code", "message", "request_id"}}``."""
+"""The one handler that renders errors: ``{"error": {"code", "message", "request_id"}}``.
+
+Every refusal is counted in ``clearance_requests_refused_total{endpoint,status,code}``.
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.middleware import route_template
 from core.errors import AuthenticationError, BackendUnavailableError, ClearanceError, PermissionDeniedError
 from core.logging import Log
 
@@ -15,6 +20,12 @@ log = Log("clearance.api")
 
 def _body(request: Request, code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message, "request_id": getattr(request.state, "request_id", None)}}
+
+
+def _refused(request: Request, status: int, code: str) -> None:
+    metrics = getattr(getattr(request.app.state, "services", None), "metrics", None)
+    if metrics is not None:
+        metrics.refused.labels(route_template(request.scope), str(status), code).inc()
 
 
 def install(app: FastAPI) -> None:
@@ -31,21 +42,38 @@ def install(app: FastAPI) -> None:
         elif isinstance(exc, BackendUnavailableError):
             headers["Retry-After"] = str(exc.retry_after_s)
         if exc.status >= 500:
-            log.error("request.failed", code=exc.code, path=request.url.path)
+            log.error("request.failed", code=exc.code, endpoint=route_template(request.scope))
+        else:
+            log.info("request.refused", code=exc.code, status=exc.status, endpoint=route_template(request.scope))
+        _refused(request, exc.status, exc.code)
         return JSONResponse(_body(request, exc.code, exc.message), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(OperationalError)
+    async def database_down(request: Request, exc: OperationalError) -> JSONResponse:
+        # The catalog cannot be reached on a path that does not translate at its boundary
+        # (pushes, ingest jobs): the same 503 + Retry-After as everywhere else, not a crash.
+        return await clearance_error(request, BackendUnavailableError(
+            f"catalog unavailable: {type(exc.orig).__name__}", code="catalog_unavailable"))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
+        _refused(request, 422, "invalid_request")
         return JSONResponse(_body(request, "invalid_request", f"{where}: {first.get('msg', 'invalid')}"), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        _refused(request, exc.status_code, code)
         return JSONResponse(_body(request, code, str(exc.detail)), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("request.crashed", exc=True, path=request.url.path, error=type(exc).__name__)
-        return JSONResponse(_body(request, "internal_error", "internal error"), status_code=500)
+        # Runs outside the request-context middleware: the request id is passed explicitly.
+        rid = getattr(request.state, "request_id", None)
+        log.error("request.crashed", exc=True, endpoint=route_template(request.scope), error=type(exc).__name__,
+                  request_id=rid)
+        _refused(request, 500, "internal_error")
+        return JSONResponse(_body(request, "internal_error", "internal error"), status_code=500,
+                            headers={"X-Request-ID": rid} if rid else None)

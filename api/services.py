@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from api.ops import scrape_gauges
+from api.reads import AuditedReads
 from auth.authenticator import Authenticator, build_authenticator
+from core.metrics import MeteredEmbedder, Metrics
 from core.settings import Settings
+from ingest.audit import AuditLog
 from ingest.catalog import Catalog
+from ingest.freshness import Freshness
 from ingest.pipeline import Ingestor
 from retrieval.bm25 import Bm25Encoder
 from retrieval.embedder import Embedder, build_embedder
@@ -24,6 +29,11 @@ class Services:
     search: SearchService
     ingestor: Ingestor
     auth: Authenticator
+    # One registry per Services (not the process-global default), so apps never collide.
+    metrics: Metrics
+    audit: AuditLog
+    freshness: Freshness
+    reads: AuditedReads  # search and document reads, audited: what the read routes call
 
     def close(self) -> None:
         self.index.close()
@@ -41,18 +51,27 @@ def build_index(settings: Settings, dim: int) -> ChunkIndex:
 
 
 def build_services(settings: Settings, *, embedder: Embedder | None = None) -> Services:
-    embedder = embedder or build_embedder(settings.embedder)
+    metrics = Metrics()
+    embedder = MeteredEmbedder(embedder or build_embedder(settings.embedder), metrics)
     catalog = Catalog(settings.catalog_url())
     index = build_index(settings, embedder.dim)
     r = settings.retrieval
     bm25 = Bm25Encoder(k1=r.bm25_k1, b=r.bm25_b, avg_len=r.bm25_avg_len)
+    freshness = Freshness(catalog, settings.ingest.source_sla_s)
+    metrics.add_collector(lambda: scrape_gauges(freshness, index))
+    search = SearchService(r, index, embedder, bm25)
+    audit = AuditLog(settings.audit, catalog)
     return Services(
         settings=settings,
         catalog=catalog,
         index=index,
         embedder=embedder,
         bm25=bm25,
-        search=SearchService(r, index, embedder, bm25),
-        ingestor=Ingestor(settings.ingest, catalog, index, embedder, bm25),
+        search=search,
+        ingestor=Ingestor(settings.ingest, catalog, index, embedder, bm25, metrics=metrics),
         auth=build_authenticator(settings.auth, settings.storage.dev_key_path),
+        metrics=metrics,
+        audit=audit,
+        freshness=freshness,
+        reads=AuditedReads(search, audit, freshness, metrics),
     )

@@ -9,7 +9,6 @@ time in-process, and reports p50 / (encode + engine).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 
 from bench.corpus import SELECTIVITY
-from bench.engine import index_path, pct, seed_from_cache
+from bench.engine import common_args, index_path, pct, seed_from_cache
 from bench.corpus import queries as make_queries
 
 
@@ -120,11 +119,7 @@ def floor(data_dir: Path, scifact: Path, texts: list[str]) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--chunks", type=int, default=100_000)
-    ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CLEARANCE_STORAGE__DATA_DIR", "var")))
-    ap.add_argument("--scifact", type=Path, default=Path("../shared/datasets/scifact"))
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap = common_args()
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--max-s", type=float, default=90.0)
     ap.add_argument("--port", type=int, default=8765)

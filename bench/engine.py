@@ -106,12 +106,17 @@ def index_path(data_dir: Path, chunks: int) -> Path:
     return data_dir / "bench" / f"n{chunks}" / "edge"
 
 
-def main() -> None:
+def common_args() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--chunks", type=int, default=100_000)
     ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CLEARANCE_STORAGE__DATA_DIR", "var")))
     ap.add_argument("--scifact", type=Path, default=Path("../shared/datasets/scifact"))
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    return ap
+
+
+def main() -> None:
+    ap = common_args()
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--reuse", action="store_true", help="measure an index built earlier")
     args = ap.parse_args()

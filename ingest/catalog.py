@@ -19,7 +19,7 @@ from typing import Iterator
 
 from sqlalchemy import Index, event, func, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from core.errors import BackendUnavailableError
@@ -172,7 +172,7 @@ class Catalog:
         self.engine = create_engine(url, pool_pre_ping=True)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        SQLModel.metadata.create_all(self.engine)
+        _create_tables(self.engine)
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -337,6 +337,20 @@ def unavailable(what: str) -> Iterator[None]:
         yield
     except SQLAlchemyError as exc:
         raise BackendUnavailableError(f"{what} unavailable: {type(exc).__name__}", code="catalog_unavailable") from exc
+
+
+def _create_tables(engine: Engine, attempts: int = 5) -> None:
+    """``create_all`` checks then creates, so two processes opening a fresh catalog at once (a
+    CLI and a server, a worker and its poller) can both try to create a table; the loser sees
+    "already exists" and simply looks again."""
+    for attempt in range(attempts):
+        try:
+            SQLModel.metadata.create_all(engine)
+            return
+        except DBAPIError as exc:
+            text_ = str(exc.orig).lower()
+            if attempt == attempts - 1 or not ("already exists" in text_ or "duplicate key" in text_):
+                raise
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

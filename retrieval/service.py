@@ -96,7 +96,8 @@ class SearchService:
         if not 1 <= top_k <= self.settings.max_top_k:
             raise InvalidRequestError(f"top_k must be between 1 and {self.settings.max_top_k}")
         t_enc = time.perf_counter()
-        dense, degraded, warnings = None, False, []
+        dense: list[float] | None = None
+        degraded, warnings = False, []
         if mode in ("hybrid", "dense"):
             try:
                 dense = self.embedder.embed_query(query).tolist()

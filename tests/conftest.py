@@ -4,6 +4,7 @@ packaged MiniLM model. The hash embedder is used only where the test is about so
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -20,6 +21,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from core.settings import EmbedderSettings, Settings, StorageSettings  # noqa: E402
+from tests.log_hygiene import LeakScanner  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "demo"
@@ -34,6 +36,37 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
     }
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
+
+
+# -- log hygiene over the whole run -----------------------------------------------------------
+# Every record any test makes the code emit is scanned for token-shaped text; the run fails at
+# the end if one held any (tests/log_hygiene.py says what counts). Attached at configure time
+# so records from imports and module fixtures are covered too; core.logging.configure leaves
+# foreign handlers in place.
+_LOG_SCANNER: LeakScanner | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _LOG_SCANNER
+    _LOG_SCANNER = LeakScanner()
+    logging.getLogger().addHandler(_LOG_SCANNER)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    scanner = _LOG_SCANNER
+    if scanner is None:
+        return
+    logging.getLogger().removeHandler(scanner)
+    if scanner.leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"log hygiene: {len(scanner.leaks)} of {scanner.scanned} log records hold token-shaped text:"]
+        lines += [f"  {leak.describe()}" for leak in scanner.leaks[:50]]
+        if reporter is not None:
+            reporter.write_sep("=", "log hygiene", red=True, bold=True)
+            reporter.write_line("\n".join(lines), red=True)
+        else:
+            print("\n".join(lines))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

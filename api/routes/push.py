@@ -1,5 +1,8 @@
 """Push API for systems of record: PUT a document (content + metadata + ACL), PATCH its ACL
-alone (never re-embeds), DELETE it. A document sent without an ACL is private (fail closed)."""
+alone (never re-embeds), DELETE it. A document sent without an ACL is private (fail closed).
+
+Every successful PUT, PATCH or DELETE restarts the source's freshness clock
+(``catalog.record_push``; see ``ingest.freshness``)."""
 
 from __future__ import annotations
 
@@ -68,6 +71,7 @@ def put_document(source: str, doc_id: str, body: PutDocument, caller: IngestCall
         metadata={k: str(v) for k, v in body.metadata.items()},
     )
     outcome, chunks = services.ingestor.apply(doc)
+    services.catalog.record_push(source)
     return {"source": source, "doc_id": doc_id, "outcome": outcome, "chunks": chunks}
 
 
@@ -77,6 +81,7 @@ def patch_acl(source: str, doc_id: str, body: AclBody, caller: IngestCaller, ser
     if services.catalog.get(key) is None:
         raise NotFoundError("document not found")
     services.ingestor.set_acl(key, body.to_acl())
+    services.catalog.record_push(source)
     return {"source": source, "doc_id": doc_id, "outcome": "acl_updated"}
 
 
@@ -84,4 +89,5 @@ def patch_acl(source: str, doc_id: str, body: AclBody, caller: IngestCaller, ser
 def delete_document(source: str, doc_id: str, caller: IngestCaller, services: ServicesDep) -> Response:
     if not services.ingestor.delete(source, doc_id):
         raise NotFoundError("document not found")
+    services.catalog.record_push(source)
     return Response(status_code=204)
