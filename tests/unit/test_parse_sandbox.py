@@ -63,7 +63,9 @@ def test_limits_kill_the_worker_and_the_next_parse_gets_a_fresh_one(limited_pool
     # 1. wall-clock limit: a document that classifies for ~15 s, with a 1 s budget
     started = time.monotonic()
     with pytest.raises(IngestError) as err:
-        limited_pool.parse("slow.txt", SLOW_TXT, LIMITED.model_copy(update={"parse_timeout_s": 1.0}))
+        # unstructured's per-paragraph classifier is what makes it slow (the heuristic is instant)
+        limited_pool.parse("slow.txt", SLOW_TXT, LIMITED.model_copy(update={"parse_timeout_s": 1.0,
+                                                                            "plain_text_elements": "unstructured"}))
     assert err.value.code == "parse_timeout"
     assert time.monotonic() - started < 3
     assert limited_pool.pids == []  # killed, not left running
@@ -80,7 +82,7 @@ def test_limits_kill_the_worker_and_the_next_parse_gets_a_fresh_one(limited_pool
     killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))
     killer.start()
     with pytest.raises(IngestError) as err:
-        limited_pool.parse("slow.txt", SLOW_TXT)
+        limited_pool.parse("slow.txt", SLOW_TXT, LIMITED.model_copy(update={"plain_text_elements": "unstructured"}))
     killer.join()
     assert err.value.code == "parse_killed"
     assert "SIGKILL" in err.value.message
