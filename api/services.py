@@ -16,6 +16,7 @@ from ingest.pipeline import Ingestor
 from retrieval.bm25 import Bm25Encoder
 from retrieval.embedder import Embedder, build_embedder
 from retrieval.index import ChunkIndex
+from retrieval.rerank import Reranker
 from retrieval.service import SearchService
 
 
@@ -50,6 +51,16 @@ def build_index(settings: Settings, dim: int) -> ChunkIndex:
     return EdgeIndex(settings.storage.edge_path, dim)
 
 
+def build_reranker(settings: Settings) -> "Reranker | None":
+    if not settings.retrieval.rerank_model:
+        return None
+    from pathlib import Path
+
+    from retrieval.rerank import CrossEncoderReranker
+
+    return CrossEncoderReranker(Path(settings.retrieval.rerank_model))
+
+
 def build_services(settings: Settings, *, embedder: Embedder | None = None) -> Services:
     metrics = Metrics()
     embedder = MeteredEmbedder(embedder or build_embedder(settings.embedder), metrics)
@@ -59,7 +70,7 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
     bm25 = Bm25Encoder(k1=r.bm25_k1, b=r.bm25_b, avg_len=r.bm25_avg_len)
     freshness = Freshness(catalog, settings.ingest.source_sla_s)
     metrics.add_collector(lambda: scrape_gauges(freshness, index))
-    search = SearchService(r, index, embedder, bm25)
+    search = SearchService(r, index, embedder, bm25, build_reranker(settings))
     audit = AuditLog(settings.audit, catalog)
     return Services(
         settings=settings,

@@ -77,6 +77,9 @@ class RetrievalSettings(Section):
     # Per-source maximum age in seconds: chunks older than this are never returned.
     source_max_age_s: dict[str, int] = Field(default_factory=dict)
     low_confidence_dense: float = 0.30
+    # Optional rerank stage: a sentence-transformers cross-encoder folder (empty: off).
+    rerank_model: str = ""
+    rerank_depth: int = Field(default=30, ge=1, le=200)
 
 
 class IssuerSettings(Section):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from core.types import Scope, SearchMode
 from retrieval.bm25 import Bm25Encoder, tokenize
 from retrieval.embedder import Embedder
 from retrieval.index import ChunkIndex, IndexHit, IndexQuery
+from retrieval.rerank import Reranker
 from retrieval.scope_filter import CompiledFilter, compile_scope, doc_filter
 
 
@@ -71,17 +72,20 @@ class DocumentView:
 log = Log("clearance.search")
 
 DEGRADED_DENSE = "dense leg unavailable (query embedding failed): answered from BM25 only"
+DEGRADED_RERANK = "reranker failed: results are in retrieval order"
 
 PROVENANCE_FIELDS = ("source", "doc_id", "uri", "title", "section", "page", "version", "modified_at", "ingested_at",
                      "content_hash", "chunk_index", "element_types")
 
 
 class SearchService:
-    def __init__(self, settings: RetrievalSettings, index: ChunkIndex, embedder: Embedder, bm25: Bm25Encoder) -> None:
+    def __init__(self, settings: RetrievalSettings, index: ChunkIndex, embedder: Embedder, bm25: Bm25Encoder,
+                 reranker: Reranker | None = None) -> None:
         self.settings = settings
         self.index = index
         self.embedder = embedder
         self.bm25 = bm25
+        self.reranker = reranker
 
     def _filter(self, scope: Scope) -> CompiledFilter:
         return compile_scope(scope, source_max_age_s=self.settings.source_max_age_s)
@@ -107,9 +111,11 @@ class SearchService:
                 warnings.append(DEGRADED_DENSE)
         sparse = self.bm25.encode_query(query) if mode in ("hybrid", "bm25") else None
         t_engine = time.perf_counter()
+        # With a reranker the engine returns more candidates (all within the scope) to reorder.
+        limit = max(top_k, self.settings.rerank_depth) if self.reranker is not None else top_k
         iq = IndexQuery(
-            mode=mode, limit=top_k, dense=dense, sparse=sparse,
-            prefetch_limit=max(self.settings.prefetch_limit, top_k), rrf_k=self.settings.rrf_k,
+            mode=mode, limit=limit, dense=dense, sparse=sparse,
+            prefetch_limit=max(self.settings.prefetch_limit, limit), rrf_k=self.settings.rrf_k,
             weights=(self.settings.dense_weight, self.settings.bm25_weight), with_legs=explain,
             with_dense=dense is not None,
         )
@@ -122,12 +128,32 @@ class SearchService:
             for h in out:
                 assert h.explain is not None
                 h.explain.update(fusion="rrf", rrf_k=self.settings.rrf_k)
+        if self.reranker is not None:
+            out, ok = self._rerank(query, out)
+            if not ok:
+                degraded = True
+                warnings.append(DEGRADED_RERANK)
+        out = out[:top_k]
         low = None
         if qvec is not None:
             best = max((h.dense_score for h in out if h.dense_score is not None), default=None)
             low = best is None or best < self.settings.low_confidence_dense
         return SearchResult(out, mode, (time.perf_counter() - t0) * 1000, degraded=degraded, warnings=warnings,
                             low_confidence=low, legs_ms=legs_ms)
+
+    def _rerank(self, query: str, hits: list[SearchHit]) -> tuple[list[SearchHit], bool]:
+        """Reorder (never add to) the scoped candidates; on failure keep the retrieval order."""
+        assert self.reranker is not None
+        try:
+            scores = self.reranker.scores(query, [h.text for h in hits])
+        except Exception as exc:
+            log.warning("search.degraded", reason="reranker_failed", error=type(exc).__name__)
+            return hits, False
+        out = []
+        for h, s in sorted(zip(hits, scores), key=lambda pair: -pair[1]):
+            explain = {**h.explain, "retrieval_score": h.score, "rerank_score": s} if h.explain is not None else None
+            out.append(replace(h, score=float(s), explain=explain))
+        return out, True
 
     def _hit(self, h: IndexHit, terms: set[str], explain_scope: Scope | None, qvec: np.ndarray | None) -> SearchHit:
         p = h.payload

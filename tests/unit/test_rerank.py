@@ -71,3 +71,33 @@ def test_cross_encoder_ranks_the_matching_passage_first(tiny_cross_encoder: Path
 def test_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         CrossEncoderReranker(tmp_path / "nope")
+
+
+def test_search_service_reranks_within_the_scope(tiny_cross_encoder: Path, tmp_path: Path) -> None:
+    """The rerank stage reorders scoped candidates and never surfaces a hidden chunk."""
+    from datetime import datetime, timezone
+
+    from api.services import build_services
+    from core.settings import RetrievalSettings
+    from core.types import Acl, Entitlements, Scope, SourceDocument
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, retrieval=RetrievalSettings(rerank_model=str(tiny_cross_encoder), rerank_depth=20))
+    services = build_services(settings)
+    try:
+        rng = random.Random(3)
+        when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        docs = [SourceDocument("s", f"d{i}", f"s://d{i}", f"d{i}.txt", (_passage(rng, t) + " holiday").encode(),
+                               Acl(frozenset({"group:a"})), when) for i, t in enumerate(TOPICS)]
+        docs.append(SourceDocument("s", "hidden", "s://h", "h.txt", (_passage(rng, "salary") + " holiday").encode(),
+                                   Acl(frozenset({"group:b"})), when))
+        services.ingestor.apply_many(docs)
+        scope = Scope(Entitlements("u", "i", "acme", frozenset({"group:a"})))
+        res = services.search.search(scope, "salary", top_k=3, mode="hybrid", explain=True)
+        assert len(res.hits) == 3 and not res.degraded
+        assert res.hits[0].provenance["doc_id"] == f"d{TOPICS.index('salary')}"
+        assert all(h.provenance["doc_id"] != "hidden" for h in res.hits)
+        assert res.hits[0].explain is not None and "rerank_score" in res.hits[0].explain
+        assert [h.score for h in res.hits] == sorted((h.score for h in res.hits), reverse=True)
+    finally:
+        services.close()
