@@ -248,7 +248,10 @@ def eval_run(
         queries, qrels = load_query_jsonl(queries_jsonl)
         ds = type(ds)(ds.name, ds.corpus, queries, qrels)
     retrieval = s.retrieval.model_copy(update={"max_top_k": 1000, **({"rrf_k": rrf_k} if rrf_k else {})})
-    cfg = EvalConfig(work_dir=s.storage.data_dir / "eval" / f"{ds.name}-{embedder}",
+    # BM25 vectors are fixed at ingestion, so a different tokenization needs its own collection.
+    variant = "" if (s.retrieval.bm25_stem and s.retrieval.bm25_stop_words) else \
+        f"-stem{int(s.retrieval.bm25_stem)}-stop{int(s.retrieval.bm25_stop_words)}"
+    cfg = EvalConfig(work_dir=s.storage.data_dir / "eval" / f"{ds.name}-{embedder}{variant}",
                      cache_path=s.storage.data_dir / "cache" / "embeddings.sqlite3",
                      modes=tuple(mode), embedder=embedder, personas=personas, retrieval=retrieval,  # type: ignore[arg-type]
                      progress=lambda msg: typer.echo(f"[{ds.name}] {msg}", err=True))

@@ -67,7 +67,7 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
     catalog = Catalog(settings.catalog_url())
     index = build_index(settings, embedder.dim)
     r = settings.retrieval
-    bm25 = Bm25Encoder(k1=r.bm25_k1, b=r.bm25_b, avg_len=r.bm25_avg_len)
+    bm25 = Bm25Encoder(k1=r.bm25_k1, b=r.bm25_b, avg_len=r.bm25_avg_len, stem=r.bm25_stem, stop_words=r.bm25_stop_words)
     freshness = Freshness(catalog, settings.ingest.source_sla_s)
     metrics.add_collector(lambda: scrape_gauges(freshness, index))
     search = SearchService(r, index, embedder, bm25, build_reranker(settings))

@@ -6,8 +6,8 @@
   each reused with Gaussian noise (sigma 0.05 per dimension before re-normalising) — embedding
   1M chunks on 2 cores would take hours, and the perturbed copies keep the real geometry
   (clusters, anisotropy) that HNSW and filtered search are sensitive to.
-- ACLs: every chunk draws u ~ U[0, 1); it allows ``group:vis01`` if u < .01, ``group:vis10`` if
-  u < .10, ``group:vis50`` if u < .50 and ``group:vis95`` if u < .95, so a caller holding one of
+- ACLs: every chunk draws u ~ U[0, 1); it allows ``group:vis01`` if u < .01, ``group:vis05`` if
+  u < .05, ``group:vis10`` if u < .10, ``group:vis50`` if u < .50 and ``group:vis95`` if u < .95, so a caller holding one of
   those groups sees exactly that share. A further 3 % carry a deny entry for ``user:denied``.
 - Freshness: ``modified_ts`` uniform over the last two years.
 """
@@ -26,7 +26,7 @@ import numpy as np
 from retrieval.bm25 import Bm25Encoder
 from retrieval.index import IndexPoint
 
-SELECTIVITY = {"1%": "group:vis01", "10%": "group:vis10", "50%": "group:vis50", "95%": "group:vis95"}
+SELECTIVITY = {"1%": "group:vis01", "5%": "group:vis05", "10%": "group:vis10", "50%": "group:vis50", "95%": "group:vis95"}
 TWO_YEARS_S = 730 * 86_400
 NOW_TS = 1_795_000_000.0
 
@@ -45,7 +45,31 @@ class Seed:
 def load_seed(scifact: Path, embedder, limit: int | None = None) -> Seed:  # noqa: ANN001
     docs = [json.loads(line) for line in (scifact / "corpus.jsonl").open()][:limit]
     texts = [f"{d['title']}\n{d['text']}" for d in docs]
-    vectors = embedder.embed(texts)
+    return _seed(texts, np.asarray(embedder.embed(texts), dtype=np.float32))
+
+
+def load_seed_from_index(edge_path: Path) -> Seed:
+    """The real chunk vectors and texts of an ingested SciFact collection (e.g. the eval's)."""
+    import qdrant_edge as qe
+
+    shard = qe.EdgeShard.load(str(edge_path))
+    texts: list[str] = []
+    vecs: list[list[float]] = []
+    offset = None
+    try:
+        while True:
+            records, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=1000, with_payload=["text"], with_vector=["dense"]))
+            for r in records:
+                texts.append(str((r.payload or {}).get("text", "")))
+                vecs.append(list(r.vector["dense"]))  # type: ignore[index]
+            if offset is None:
+                break
+    finally:
+        shard.close()
+    return _seed(texts, np.asarray(vecs, dtype=np.float32))
+
+
+def _seed(texts: list[str], vectors: np.ndarray) -> Seed:
     counts: Counter[str] = Counter()
     lengths = []
     for t in texts:
@@ -54,7 +78,7 @@ def load_seed(scifact: Path, embedder, limit: int | None = None) -> Seed:  # noq
         lengths.append(len(words))
     vocab, freq = zip(*counts.most_common(30_000))
     probs = np.asarray(freq, dtype=np.float64)
-    return Seed(texts, np.asarray(vectors, dtype=np.float32), list(vocab), probs / probs.sum(), np.asarray(lengths))
+    return Seed(texts, vectors, list(vocab), probs / probs.sum(), np.asarray(lengths))
 
 
 def generate(seed: Seed, n: int, *, tenant: str = "bench", rng_seed: int = 0, batch: int = 2000,
@@ -62,6 +86,7 @@ def generate(seed: Seed, n: int, *, tenant: str = "bench", rng_seed: int = 0, ba
     rng = np.random.default_rng(rng_seed)
     enc = bm25 or Bm25Encoder()
     vocab = np.asarray(seed.vocab)
+    cdf = np.cumsum(seed.probs)  # sampling by searchsorted: O(log V) a word instead of O(V) a call
     for start in range(0, n, batch):
         m = min(batch, n - start)
         base = rng.integers(0, len(seed.vectors), size=m)
@@ -73,10 +98,10 @@ def generate(seed: Seed, n: int, *, tenant: str = "bench", rng_seed: int = 0, ba
         ages = rng.uniform(0, TWO_YEARS_S, size=m)
         out = []
         for i in range(m):
-            words = vocab[rng.choice(len(vocab), size=int(lens[i]), p=seed.probs)]
+            words = vocab[np.minimum(np.searchsorted(cdf, rng.random(int(lens[i]))), len(vocab) - 1)]
             text = " ".join(words.tolist())
-            allow = [g for cut, g in ((0.01, "group:vis01"), (0.10, "group:vis10"), (0.50, "group:vis50"),
-                                      (0.95, "group:vis95")) if u[i] < cut] or ["group:nobody"]
+            allow = [g for cut, g in ((0.01, "group:vis01"), (0.05, "group:vis05"), (0.10, "group:vis10"),
+                                      (0.50, "group:vis50"), (0.95, "group:vis95")) if u[i] < cut] or ["group:nobody"]
             k = start + i
             out.append(IndexPoint(
                 id=str(uuid.UUID(int=k + 1)), dense=vecs[i].tolist(), sparse=enc.encode_document(text),

@@ -39,6 +39,12 @@ def dir_size(path: Path) -> int:
 
 
 def seed_from_cache(data_dir: Path, scifact: Path) -> Seed:
+    """Real SciFact vectors: from the eval's collection when it exists, else embedded (cached)."""
+    from bench.corpus import load_seed_from_index
+
+    eval_index = data_dir / "eval" / "scifact-minilm" / "edge"
+    if eval_index.exists():
+        return load_seed_from_index(eval_index)
     from core.settings import EmbedderSettings
     from retrieval.embedder import build_embedder
     from retrieval.embedding_cache import CachedEmbedder

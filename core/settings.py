@@ -74,9 +74,12 @@ class RetrievalSettings(Section):
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     bm25_avg_len: float = 120.0
+    bm25_stem: bool = True  # Snowball (English) stemming of BM25 terms
+    bm25_stop_words: bool = True  # drop English stop words from BM25 terms
     # Per-source maximum age in seconds: chunks older than this are never returned.
     source_max_age_s: dict[str, int] = Field(default_factory=dict)
-    low_confidence_dense: float = 0.30
+    # Calibrated on SciFact by `clearance eval run` (README, "low_confidence"): 0.4902.
+    low_confidence_dense: float = 0.49
     # Optional rerank stage: a sentence-transformers cross-encoder folder (empty: off).
     rerank_model: str = ""
     rerank_depth: int = Field(default=30, ge=1, le=200)

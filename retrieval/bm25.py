@@ -61,9 +61,9 @@ def term_id(term: str) -> int:
     return int.from_bytes(hashlib.blake2b(term.encode(), digest_size=4).digest(), "little")
 
 
-def tokenize(text: str) -> list[str]:
-    words = [w for w in _TOKEN.findall(text.lower()) if w not in STOP_WORDS]
-    return _stemmer().stemWords(words)
+def tokenize(text: str, *, stem: bool = True, stop_words: bool = True) -> list[str]:
+    words = [w for w in _TOKEN.findall(text.lower()) if not (stop_words and w in STOP_WORDS)]
+    return _stemmer().stemWords(words) if stem else words
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,16 @@ class Bm25Encoder:
     k1: float = 1.2
     b: float = 0.75
     avg_len: float = 120.0
+    # Chosen by measurement on the BEIR sets (README, "BM25 tokenization"); both are settings
+    # so the comparison can be rerun. Changing them requires re-ingesting.
+    stem: bool = True
+    stop_words: bool = True
+
+    def tokenize(self, text: str) -> list[str]:
+        return tokenize(text, stem=self.stem, stop_words=self.stop_words)
 
     def encode_document(self, text: str) -> SparseVector:
-        tokens = tokenize(text)
+        tokens = self.tokenize(text)
         if not tokens:
             return SparseVector((), ())
         counts = Counter(tokens)
@@ -87,5 +94,5 @@ class Bm25Encoder:
         return SparseVector(ids, tuple(by_id[i] for i in ids))
 
     def encode_query(self, text: str) -> SparseVector:
-        ids = tuple(sorted({term_id(t) for t in tokenize(text)}))
+        ids = tuple(sorted({term_id(t) for t in self.tokenize(text)}))
         return SparseVector(ids, tuple(1.0 for _ in ids))

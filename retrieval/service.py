@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -121,7 +121,7 @@ class SearchService:
         )
         hits = self.index.search(iq, flt)
         legs_ms = {"encode": (t_engine - t_enc) * 1000, "engine": (time.perf_counter() - t_engine) * 1000}
-        terms = set(tokenize(query))
+        terms = set(self.bm25.tokenize(query))
         qvec = np.asarray(dense, dtype=np.float32) if dense is not None else None
         out = [self._hit(h, terms, scope if explain else None, qvec) for h in hits]
         if explain and mode == "hybrid":
@@ -164,7 +164,7 @@ class SearchService:
             granted = sorted(set(p.get("acl_allow", [])) & explain_scope.entitlements.principals)
             explain = {"leg_scores": h.leg_scores, "leg_ranks": h.leg_ranks, "granted_by": granted,
                        "dense_cosine": cosine}
-        return SearchHit(h.id, h.score, text, snippet(text, terms), {k: p.get(k) for k in PROVENANCE_FIELDS}, explain,
+        return SearchHit(h.id, h.score, text, snippet(text, terms, tokenizer=self.bm25.tokenize), {k: p.get(k) for k in PROVENANCE_FIELDS}, explain,
                          cosine, payload_acl_fingerprint(p))
 
     def document(self, scope: Scope, source: str, doc_id: str) -> dict[str, Any]:
@@ -195,9 +195,9 @@ class SearchService:
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
-def snippet(text: str, terms: set[str], width: int = 240) -> str:
+def snippet(text: str, terms: set[str], width: int = 240, tokenizer: Callable[[str], list[str]] = tokenize) -> str:
     """A window of ``text`` around the first query term, with matched words in ``**bold**``."""
-    matches = [m for m in _WORD.finditer(text) if tokenize(m.group(0)) and tokenize(m.group(0))[0] in terms]
+    matches = [m for m in _WORD.finditer(text) if (t := tokenizer(m.group(0))) and t[0] in terms]
     start = max(0, matches[0].start() - width // 3) if matches else 0
     end = min(len(text), start + width)
     out, pos = [], start
