@@ -191,8 +191,13 @@ class Catalog:
             yield from s.exec(q).all()
 
     def put(self, row: DocumentRow) -> None:
+        self.put_many([row])
+
+    def put_many(self, rows: list[DocumentRow]) -> None:
+        """One transaction for all rows: a batch of documents costs one commit, not one each."""
         with self.session() as s:
-            s.merge(row)
+            for row in rows:
+                s.merge(row)
             s.commit()
 
     def remove(self, key: str) -> None:

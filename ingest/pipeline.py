@@ -191,6 +191,13 @@ class Ingestor:
                 todo.append((i, *prepared))
         if not todo:
             return results
+        # The same document twice in one batch would race with itself: later copies go next.
+        seen: set[str] = set()
+        keep, later = [], []
+        for t in todo:
+            (later if t[1] in seen else keep).append(t)
+            seen.add(t[1])
+        todo = keep
         texts = [[self._embed_text(docs[i], c) for c in chunks] for i, _, _, chunks, _ in todo]
         try:
             vectors = self.embedder.embed([t for group in texts for t in group])
@@ -199,14 +206,17 @@ class Ingestor:
             for i, *_ in todo:
                 results[i] = err
             return results
-        offset = 0
-        for (i, key, digest, chunks, row), group in zip(todo, texts):
-            try:
-                self._write(key, docs[i], digest, chunks, row, group, vectors[offset:offset + len(group)])
+        try:
+            self._write_batch(docs, todo, texts, vectors)
+            for i, _, _, chunks, row in todo:
                 results[i] = ("updated" if row is not None else "added", len(chunks))
-            except ClearanceError as exc:
+        except ClearanceError as exc:  # the index or catalog failed: recover() undoes the batch
+            for i, *_ in todo:
                 results[i] = exc
-            offset += len(group)
+        if later:
+            redo = self._apply_many([docs[i] for i, *_ in later])
+            for (i, *_), res in zip(later, redo):
+                results[i] = res
         return results
 
     def _prepare(self, doc: SourceDocument) -> "str | tuple[str, str, list[TextChunk], DocumentRow | None]":
@@ -233,28 +243,37 @@ class Ingestor:
             raise
         return key, digest, chunks, row
 
-    def _write(self, key: str, doc: SourceDocument, digest: str, chunks: list[TextChunk], row: DocumentRow | None,
-               texts: list[str], dense: "np.ndarray") -> None:
+    def _write_batch(self, docs: list[SourceDocument], todo: list, texts: list[list[str]], dense: "np.ndarray") -> None:
+        """Write a batch: intents (one commit), points (one upsert), leftovers (one delete),
+        then the rows marked indexed (one commit). A crash between any two steps leaves rows
+        in ``writing`` with every id they may have touched, which recover() removes."""
         now = utcnow()
-        new_ids = [point_id(key, i) for i in range(len(chunks))]
-        old_ids = row.ids if row is not None else []
-        version = digest[:16]
-        record = DocumentRow(
-            key=key, tenant=self.settings.tenant, source=doc.source, doc_id=doc.doc_id, uri=doc.uri,
-            title=doc.title, version=version, content_hash=digest, acl_allow=dumps(doc.acl.allow),
-            acl_deny=dumps(doc.acl.deny), modified_at=doc.modified_at, ingested_at=now, state="writing",
-            point_ids=json.dumps(old_ids), pending_ids=json.dumps(sorted(set(old_ids) | set(new_ids))),
-        )
+        records, points, stale = [], [], []
+        offset = 0
+        for (i, key, digest, chunks, row), group in zip(todo, texts):
+            doc = docs[i]
+            new_ids = [point_id(key, n) for n in range(len(chunks))]
+            old_ids = row.ids if row is not None else []
+            version = digest[:16]
+            records.append((DocumentRow(
+                key=key, tenant=self.settings.tenant, source=doc.source, doc_id=doc.doc_id, uri=doc.uri,
+                title=doc.title, version=version, content_hash=digest, acl_allow=dumps(doc.acl.allow),
+                acl_deny=dumps(doc.acl.deny), modified_at=doc.modified_at, ingested_at=now, state="writing",
+                point_ids=json.dumps(old_ids), pending_ids=json.dumps(sorted(set(old_ids) | set(new_ids))),
+            ), new_ids))
+            vecs = dense[offset:offset + len(group)]
+            offset += len(group)
+            points += [IndexPoint(pid, vec.tolist(), self.bm25.encode_document(text),
+                                  self._payload(key, doc, version, digest, n, c, now))
+                       for n, (pid, vec, text, c) in enumerate(zip(new_ids, vecs, group, chunks))]
+            stale += sorted(set(old_ids) - set(new_ids))
         # Intent first: a crash after this line is undone by recover().
-        self.catalog.put(record)
-        points = [
-            IndexPoint(pid, vec.tolist(), self.bm25.encode_document(text), self._payload(key, doc, version, digest, i, c, now))
-            for i, (pid, vec, text, c) in enumerate(zip(new_ids, dense, texts, chunks))
-        ]
+        self.catalog.put_many([r for r, _ in records])
         self.index.upsert(points)
-        self.index.delete(sorted(set(old_ids) - set(new_ids)))
-        record.state, record.point_ids, record.pending_ids = "indexed", json.dumps(new_ids), "[]"
-        self.catalog.put(record)
+        self.index.delete(stale)
+        for record, new_ids in records:
+            record.state, record.point_ids, record.pending_ids = "indexed", json.dumps(new_ids), "[]"
+        self.catalog.put_many([r for r, _ in records])
 
     @staticmethod
     def _embed_text(doc: SourceDocument, c: TextChunk) -> str:

@@ -185,6 +185,14 @@ class _Template:
             self._proc = None
 
 
+def _ready(sel: selectors.BaseSelector, deadline: float) -> bool:
+    """Wait for the socket until ``deadline``; ``_Timeout`` once it has passed."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _Timeout()
+    return bool(sel.select(remaining))
+
+
 class _Worker:
     """One worker process, used by one thread at a time; forked again on demand."""
 
@@ -251,10 +259,7 @@ class _Worker:
         with selectors.DefaultSelector() as sel:
             sel.register(self._sock, selectors.EVENT_WRITE)
             while view:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise _Timeout()
-                if not sel.select(remaining):
+                if not _ready(sel, deadline):
                     continue
                 try:
                     view = view[self._sock.send(view[:_IO_BLOCK]):]
@@ -270,10 +275,7 @@ class _Worker:
         with selectors.DefaultSelector() as sel:
             sel.register(self._sock, selectors.EVENT_READ)
             while len(buf) < need:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise _Timeout()
-                if not sel.select(remaining):
+                if not _ready(sel, deadline):
                     continue
                 try:
                     chunk = self._sock.recv(min(need - len(buf), _IO_BLOCK))

@@ -146,3 +146,16 @@ def test_visible_counts_match_manifest(demo: tuple[Services, LiveServer]) -> Non
         expected = sum(len(r.ids) for r in services.catalog.documents() if r.doc_id in allowed)
         resp = httpx.get(f"{server.url}/v1/chunks/count", headers={"authorization": f"Bearer {_token(services, sub, groups)}"})
         assert resp.json()["visible_chunks"] == expected
+
+
+def test_low_confidence_flags_weak_evidence(demo: tuple[Services, LiveServer]) -> None:
+    """The calibrated threshold (README, low_confidence) separates an on-topic question from
+    one the corpus cannot answer; bm25 mode has no dense signal and says null."""
+    services, server = demo
+    token = _token(services, "carol", ["engineering"])
+    good = _search(server, token, "incident postmortem on-call Kubernetes outage", top_k=5).json()
+    off = _search(server, token, "recipe for sourdough bread with rye flour", top_k=5).json()
+    assert good["low_confidence"] is False and off["low_confidence"] is True
+    assert _search(server, token, "sourdough", mode="bm25").json()["low_confidence"] is None
+    explained = _search(server, token, "incident postmortem", top_k=3, explain=True).json()["hits"]
+    assert all(h["explain"]["dense_cosine"] is not None and h["explain"]["granted_by"] for h in explained)

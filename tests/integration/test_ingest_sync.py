@@ -152,3 +152,19 @@ def test_kill_9_during_ingest_recovers_consistently(tmp_path: Path) -> None:
         assert {r.doc_id for r in services.catalog.documents()} == {p.relative_to(root).as_posix() for p in FilesystemSource(root).paths()}
     finally:
         services.close()
+
+
+def test_same_document_twice_in_one_batch_ends_as_the_last_version(services: Services) -> None:
+    from datetime import datetime, timezone
+
+    from core.types import Acl, SourceDocument
+
+    def doc(text: str, group: str) -> SourceDocument:
+        return SourceDocument("push", "x", "push://x", "x.txt", text.encode(), Acl(frozenset({group})),
+                              datetime(2026, 1, 1, tzinfo=timezone.utc))
+
+    long = "\n\n".join(f"Paragraph {i} about revenue forecast. " * 30 for i in range(8))
+    results = services.ingestor.apply_many([doc(long, "group:finance"), doc("short revenue forecast", "group:hr")])
+    assert results[0][0] == "added" and results[1][0] == "updated"  # type: ignore[index]
+    assert visible(services, "group:hr") == {"x"} and visible(services, "group:finance") == set()
+    check_consistent(services)
