@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from api.services import build_services
-from core.settings import EmbedderSettings, Settings, StorageSettings
+from core.settings import EmbedderSettings, IngestSettings, Settings, StorageSettings
 from core.types import Acl, SourceDocument
 from ingest.chunking import chunk_elements
 from ingest.parse import parse
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=1000)
     ap.add_argument("--scifact", type=Path, default=Path("../shared/datasets/scifact"))
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
-    ap.add_argument("--batch", type=int, default=64, help="documents per ingestion batch")
+    ap.add_argument("--batch", type=int, default=IngestSettings().batch_docs, help="documents per ingestion batch")
     args = ap.parse_args()
     docs = load_docs(args.scifact, args.docs)
     tmp = Path(tempfile.mkdtemp(prefix="clearance-bench-ingest-"))

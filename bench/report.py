@@ -40,7 +40,7 @@ def render(results: Path = RESULTS) -> str:
                 d, b, h = modes["dense"], modes["bm25"], modes["hybrid"]
                 lines.append(f"| {r['chunks']:,} | {sel} | {d['p50_ms']} / {d['p99_ms']} | {b['p50_ms']} / {b['p99_ms']} | "
                              f"{h['p50_ms']} / {h['p99_ms']} | {h['qps_1_thread']} |")
-        lines += ["", "| chunks | upsert pts/s | optimize s | reopen s | index on disk | peak RSS | HNSW recall@10 vs exact, 1 % ACL |",
+        lines += ["", "| chunks | generate + upsert pts/s | optimize s | reopen s | index on disk | peak RSS | HNSW recall@10 vs exact, 1 % ACL |",
                   "|---:|---:|---:|---:|---:|---:|---:|"]
         for r in engine:
             b = r.get("build", {})

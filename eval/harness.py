@@ -77,14 +77,15 @@ def ingest(services: Services, ds: Dataset, org: Organisation, progress: Callabl
                                    org.acls[doc_id], org.modified[doc_id], title=title))
     counts: dict[str, int] = {}
     errors = []
-    for start in range(0, len(docs), 64):
-        batch = docs[start:start + 64]
+    size = services.settings.ingest.batch_docs
+    for start in range(0, len(docs), size):
+        batch = docs[start:start + size]
         for doc, res in zip(batch, services.ingestor.apply_many(batch)):
             outcome = "failed" if isinstance(res, Exception) else res[0]
             counts[outcome] = counts.get(outcome, 0) + 1
             if isinstance(res, Exception):
                 errors.append({"doc": doc.doc_id, "code": getattr(res, "code", "error")})
-        progress(f"ingested {min(start + 64, len(docs))}/{len(docs)}")
+        progress(f"ingested {min(start + size, len(docs))}/{len(docs)}")
     services.index.optimize()
     return {"counts": counts, "errors": errors[:20], "seconds": round(time.perf_counter() - t0, 1)}
 

@@ -75,7 +75,7 @@ class Ingestor:
 
     # -- jobs -----------------------------------------------------------------------------
     def sync(self, source: DocumentSource, progress: Progress | None = None, full: bool = True,
-             batch_docs: int = 32) -> JobReport:
+             batch_docs: int | None = None) -> JobReport:
         """Bring the index in line with a source's full listing; one bad document fails alone."""
         self.recover()
         started = time.perf_counter()
@@ -113,7 +113,7 @@ class Ingestor:
         for doc in source.documents():
             seen.add(self.doc_key(doc.source, doc.doc_id))
             batch.append(doc)
-            if len(batch) >= batch_docs:
+            if len(batch) >= (batch_docs or self.settings.batch_docs):
                 flush()
         flush()
         if full:
