@@ -67,6 +67,8 @@ class EmbedderSettings(Section):
 
 class RetrievalSettings(Section):
     rrf_k: int = 60
+    # ACORN filtered HNSW on the dense leg; keeps recall under restrictive ACLs (BENCHMARKS.md).
+    acorn: bool = True
     prefetch_limit: int = 50
     dense_weight: float = 1.0
     bm25_weight: float = 1.0

@@ -15,7 +15,7 @@ import qdrant_edge as qe
 
 from core.errors import BackendUnavailableError
 from core.types import SearchMode
-from retrieval.index import DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, rank_legs, validate_point
+from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, rank_legs, validate_point
 from retrieval.scope_filter import FLOAT_FIELDS, KEYWORD_FIELDS, CompiledFilter, Condition, Match, Range
 from retrieval.unavailable import engine_call
 
@@ -31,6 +31,12 @@ def to_edge_filter(flt: CompiledFilter) -> qe.Filter:
         must=[_condition(c) for c in flt.must],
         must_not=[qe.Filter(must=[_condition(c) for c in group]) for group in flt.must_not],
     )
+
+
+def _dense_params(q: IndexQuery) -> qe.SearchParams | None:
+    if q.exact:
+        return qe.SearchParams(exact=True)
+    return qe.SearchParams(acorn=qe.AcornSearchParams(enable=True, max_selectivity=ACORN_MAX_SELECTIVITY)) if q.acorn else None
 
 
 def _dense(vector: Any) -> list[float] | None:
@@ -114,7 +120,7 @@ class EdgeIndex:
     def _request(self, mode: SearchMode, q: IndexQuery, f: qe.Filter, limit: int, top: bool = True) -> qe.QueryRequest:
         vectors = [DENSE] if q.with_dense and top else None
         if mode != "hybrid":
-            params = qe.SearchParams(exact=True) if q.exact else None
+            params = _dense_params(q) if mode == "dense" else None
             return qe.QueryRequest(limit=limit, query=self._leg(mode, q), filter=f, with_payload=True,
                                    with_vector=vectors, params=params)
         weights = list(q.weights) if q.weights != (1.0, 1.0) else None
@@ -122,8 +128,7 @@ class EdgeIndex:
             limit=limit,
             query=qe.Fusion.Rrf(k=q.rrf_k, weights=weights),
             prefetches=[
-                qe.Prefetch(limit=q.prefetch_limit, query=self._leg("dense", q), filter=f,
-                            params=qe.SearchParams(exact=True) if q.exact else None),
+                qe.Prefetch(limit=q.prefetch_limit, query=self._leg("dense", q), filter=f, params=_dense_params(q)),
                 qe.Prefetch(limit=q.prefetch_limit, query=self._leg("bm25", q), filter=f),
             ],
             filter=f,

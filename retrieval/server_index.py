@@ -13,7 +13,7 @@ from qdrant_client import QdrantClient, models
 from core.errors import BackendUnavailableError
 from core.settings import QdrantSettings
 from core.types import SearchMode
-from retrieval.index import DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, rank_legs, validate_point
+from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, rank_legs, validate_point
 from retrieval.scope_filter import FLOAT_FIELDS, KEYWORD_FIELDS, CompiledFilter, Condition, Match
 from retrieval.unavailable import engine_call
 
@@ -29,6 +29,12 @@ def to_server_filter(flt: CompiledFilter) -> models.Filter:
         must=[_condition(c) for c in flt.must],
         must_not=[models.Filter(must=[_condition(c) for c in group]) for group in flt.must_not],
     )
+
+
+def _dense_params(q: IndexQuery) -> models.SearchParams | None:
+    if q.exact:
+        return models.SearchParams(exact=True)
+    return models.SearchParams(acorn=models.AcornSearchParams(enable=True, max_selectivity=ACORN_MAX_SELECTIVITY)) if q.acorn else None
 
 
 def _dense(vector: Any) -> list[float] | None:
@@ -112,7 +118,7 @@ class QdrantServerIndex:
             prefetch = []
             for leg in ("dense", "bm25"):
                 vec, using = self._leg(leg, q)  # type: ignore[arg-type]
-                params = models.SearchParams(exact=True) if q.exact and leg == "dense" else None
+                params = _dense_params(q) if leg == "dense" else None
                 prefetch.append(models.Prefetch(query=vec, using=using, limit=q.prefetch_limit, filter=f, params=params))
             rrf = models.Rrf(k=q.rrf_k, weights=list(q.weights) if q.weights != (1.0, 1.0) else None)
             res = self._client.query_points(
@@ -123,7 +129,7 @@ class QdrantServerIndex:
             vec, using = self._leg(mode, q)
             res = self._client.query_points(self.collection, query=vec, using=using, query_filter=f, limit=limit,
                                             with_payload=True, with_vectors=vectors,
-                                            search_params=models.SearchParams(exact=True) if q.exact else None)
+                                            search_params=_dense_params(q) if mode == "dense" else None)
         return [IndexHit(str(p.id), float(p.score), dict(p.payload or {}), dense=_dense(p.vector)) for p in res.points]
 
     def search(self, query: IndexQuery, flt: CompiledFilter) -> list[IndexHit]:

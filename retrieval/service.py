@@ -117,7 +117,7 @@ class SearchService:
             mode=mode, limit=limit, dense=dense, sparse=sparse,
             prefetch_limit=max(self.settings.prefetch_limit, limit), rrf_k=self.settings.rrf_k,
             weights=(self.settings.dense_weight, self.settings.bm25_weight), with_legs=explain,
-            with_dense=dense is not None,
+            with_dense=dense is not None, acorn=self.settings.acorn,
         )
         hits = self.index.search(iq, flt)
         legs_ms = {"encode": (t_engine - t_enc) * 1000, "engine": (time.perf_counter() - t_engine) * 1000}
