@@ -136,12 +136,14 @@ def main() -> None:
     path = index_path(args.data_dir, args.chunks)
     report: dict[str, Any] = {"chunks": args.chunks, "cores": os.cpu_count(),
                               "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    out = args.out / f"engine-{args.chunks}.json"
     if not args.reuse:
         report["build"] = build(path, seed, args.chunks, enc)
+    elif out.exists() and "build" in json.loads(out.read_text()):
+        report["build"] = json.loads(out.read_text())["build"]  # the build this index came from
     report.update(measure(path, seed, args.chunks, enc, args.queries))
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"engine-{args.chunks}.json"
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 
