@@ -97,9 +97,7 @@ def ingest(
             total = len(src.paths())
             with typer.progressbar(length=total, label=f"ingesting {src.name}", file=sys.stderr) as bar:
                 report = services.ingestor.sync(src, progress=lambda _k, outcome: bar.update(0 if outcome == "deleted" else 1))
-            result = {"job_id": report.job_id, "counts": report.counts, "chunks": report.chunks,
-                      "errors": [{"doc": d, "code": c, "message": m} for d, c, m in report.errors],
-                      "seconds": round(report.seconds, 3)}
+            result = report.as_dict()
         except ClearanceError as exc:
             _fail(exc)
         finally:

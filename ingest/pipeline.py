@@ -57,6 +57,12 @@ class JobReport:
     chunks: int = 0
     seconds: float = 0.0
 
+    def as_dict(self) -> dict:
+        """The job summary the API and CLI return."""
+        return {"job_id": self.job_id, "counts": self.counts, "chunks": self.chunks,
+                "errors": [{"doc": d, "code": c, "message": m} for d, c, m in self.errors],
+                "seconds": round(self.seconds, 3)}
+
 
 class Ingestor:
     def __init__(

@@ -59,9 +59,7 @@ def resync(source: str, caller: AdminCaller, services: ServicesDep) -> dict[str,
         raise InvalidRequestError(f"the root of source {source!r} is no longer a directory on the server",
                                   code="source_root_missing")
     report = services.ingestor.sync(FilesystemSource(root, source))
-    return {"source": source, "job_id": report.job_id, "counts": report.counts, "chunks": report.chunks,
-            "errors": [{"doc": d, "code": c, "message": m} for d, c, m in report.errors],
-            "seconds": round(report.seconds, 3)}
+    return {"source": source, **report.as_dict()}
 
 
 @router.get("/audit/documents/{source}/{doc_id:path}")

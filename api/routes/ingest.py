@@ -24,6 +24,4 @@ def run_ingest_job(req: IngestJobRequest, caller: IngestCaller, services: Servic
     if not root.is_dir():
         raise InvalidRequestError(f"not a directory on the server: {req.path}")
     report = services.ingestor.sync(FilesystemSource(root, req.source))
-    return {"job_id": report.job_id, "counts": report.counts, "chunks": report.chunks,
-            "errors": [{"doc": d, "code": c, "message": m} for d, c, m in report.errors],
-            "seconds": round(report.seconds, 3)}
+    return report.as_dict()

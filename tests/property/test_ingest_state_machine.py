@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from api.services import Services, build_services
 from core.types import Acl, Entitlements, Scope, SourceDocument
-from retrieval.embedder import HashEmbedder
+from tests.api.test_push import CountingEmbedder
 from tests.conftest import make_settings
 
 PRINCIPALS = ["user:ann", "user:ben", "group:red", "group:blue", "tenant:acme"]
@@ -27,16 +27,6 @@ acl_st = st.builds(lambda a, d: Acl(frozenset(a), frozenset(d)),
                    st.lists(st.sampled_from(PRINCIPALS), max_size=3, unique=True),
                    st.lists(st.sampled_from(PRINCIPALS[:4]), max_size=1, unique=True))
 text_st = st.lists(st.sampled_from("alpha beta gamma delta epsilon zeta eta theta".split()), min_size=3, max_size=40).map(" ".join)
-
-
-class CountingEmbedder(HashEmbedder):
-    def __init__(self) -> None:
-        super().__init__(64)
-        self.calls = 0
-
-    def embed(self, texts):  # type: ignore[no-untyped-def]
-        self.calls += 1
-        return super().embed(texts)
 
 
 class IngestMachine(RuleBasedStateMachine):
@@ -58,21 +48,21 @@ class IngestMachine(RuleBasedStateMachine):
     @rule(n=st.integers(0, 7), text=text_st, acl=acl_st)
     def put(self, n: int, text: str, acl: Acl) -> None:
         doc_id = f"doc{n}"
-        before = self.embedder.calls
+        before = self.embedder.texts
         outcome, _ = self.services.ingestor.apply(self._doc(doc_id, text, acl))
         old = self.docs.get(doc_id)
         if old is not None and old[0] == text:
             assert outcome in ("unchanged", "acl_updated")
-            assert self.embedder.calls == before, "an ACL-only change must not embed"
+            assert self.embedder.texts == before, "an ACL-only change must not embed"
         self.docs[doc_id] = (text, acl)
 
     @precondition(lambda self: bool(self.docs))
     @rule(data=st.data(), acl=acl_st)
     def change_acl(self, data: st.DataObject, acl: Acl) -> None:
         doc_id = data.draw(st.sampled_from(sorted(self.docs)))
-        before = self.embedder.calls
+        before = self.embedder.texts
         self.services.ingestor.set_acl(self.services.ingestor.doc_key("push", doc_id), acl)
-        assert self.embedder.calls == before
+        assert self.embedder.texts == before
         self.docs[doc_id] = (self.docs[doc_id][0], acl)
 
     @precondition(lambda self: bool(self.docs))
