@@ -1,41 +1,64 @@
-"""``Annotated`` dependency aliases for route handlers."""
+"""``Annotated`` dependency aliases for route handlers, and the route class that authenticates
+before anything else.
+
+Every route that depends on :func:`current_caller` (directly or through a scope check) is
+declared in the OpenAPI schema with the ``bearerAuth`` security scheme, and, when its router
+uses :class:`AuthenticatedRoute`, authenticates the bearer token *before* FastAPI reads and
+parses the request body: a request without a valid token is a 401 with ``WWW-Authenticate``
+whatever its body, never a 400/422 about a body nobody was entitled to send.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Callable, Coroutine
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Response, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import Services
 from auth.authenticator import ADMIN, INGEST, SEARCH, Authenticator
 from core.types import Entitlements
 
+# Documents the scheme in the OpenAPI schema only: the header is parsed and validated by
+# ``Authenticator`` (auto_error=False: this object never answers a request by itself).
+BEARER = HTTPBearer(scheme_name="bearerAuth", bearerFormat="JWT", auto_error=False,
+                    description="OIDC access token (JWT) from a configured issuer, or from the dev issuer in dev mode")
 
-def get_services(request: Request) -> Services:
+
+# Dependencies are ``async def`` where they never block: a sync dependency costs a thread-pool
+# round trip per request (measured: five hops per search before, two now; BENCHMARKS.md).
+async def get_services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def current_caller(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> Entitlements:
-    return services.auth.authenticate(authorization)
+async def current_caller(request: Request, services: ServicesDep,
+                         _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None) -> Entitlements:
+    caller = getattr(request.state, "caller", None)
+    if isinstance(caller, Entitlements):  # authenticated by AuthenticatedRoute before the body was read
+        return caller
+    # A JWKS refresh does blocking I/O: off the loop.
+    return await run_in_threadpool(services.auth.authenticate, request.headers.get("authorization"))
 
 
 Caller = Annotated[Entitlements, Depends(current_caller)]
 
 
-def searcher(caller: Caller) -> Entitlements:
+async def searcher(caller: Caller) -> Entitlements:
     Authenticator.require(caller, SEARCH)
     return caller
 
 
-def ingester(caller: Caller) -> Entitlements:
+async def ingester(caller: Caller) -> Entitlements:
     Authenticator.require(caller, INGEST)
     return caller
 
 
-def administrator(caller: Caller) -> Entitlements:
+async def administrator(caller: Caller) -> Entitlements:
     Authenticator.require(caller, ADMIN)
     return caller
 
@@ -43,3 +66,26 @@ def administrator(caller: Caller) -> Entitlements:
 SearchCaller = Annotated[Entitlements, Depends(searcher)]
 IngestCaller = Annotated[Entitlements, Depends(ingester)]
 AdminCaller = Annotated[Entitlements, Depends(administrator)]
+
+
+def _needs_caller(dependant: Any) -> bool:
+    return any(d.call is current_caller or _needs_caller(d) for d in dependant.dependencies)
+
+
+class AuthenticatedRoute(APIRoute):
+    """Authenticates first on routes that need a caller (see the module docstring); other routes
+    are plain ``APIRoute``s. Refusals raised here go through the app's error handlers as usual."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if not _needs_caller(self.dependant):
+            return handler
+
+        async def authenticate_first(request: Request) -> Response:
+            services: Services = request.app.state.services
+            # Sync like the dependency it replaces (a JWKS refresh does blocking I/O): off the loop.
+            request.state.caller = await run_in_threadpool(services.auth.authenticate,
+                                                           request.headers.get("authorization"))
+            return await handler(request)
+
+        return authenticate_first

@@ -1,13 +1,19 @@
 """The one handler that renders errors: ``{"error": {"code", "message", "request_id"}}``.
 
 Every refusal is counted in ``clearance_requests_refused_total{endpoint,status,code}``.
+:func:`error_responses` documents the same shape in the OpenAPI schema, with the headers that
+come with it (``WWW-Authenticate`` on 401 and 403, ``Retry-After`` on 503), so the schema
+states every status a route can answer (checked by ``battery.fuzz``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -16,6 +22,39 @@ from core.errors import AuthenticationError, BackendUnavailableError, ClearanceE
 from core.logging import Log
 
 log = Log("clearance.api")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. invalid_token, insufficient_scope, not_found")
+    message: str
+    request_id: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+_TEXT = {"type": "string"}
+_ERROR_DOCS: dict[int, dict[str, Any]] = {
+    400: {"description": "the request body could not be read (not UTF-8 JSON)"},
+    401: {"description": "no bearer token, or one that is not valid (missing_token, invalid_token, ...)",
+          "headers": {"WWW-Authenticate": {"description": 'Bearer realm="clearance", with error="invalid_token" '
+                                                          "and a fixed error_description when a token was sent",
+                                           "required": True, "schema": _TEXT}}},
+    403: {"description": "a valid token without the scope this route needs (insufficient_scope)",
+          "headers": {"WWW-Authenticate": {"description": 'Bearer realm="clearance", error="insufficient_scope"',
+                                           "schema": _TEXT}}},
+    404: {"description": "not found, or not visible to the caller (the two are indistinguishable)"},
+    422: {"description": "the request does not fit the schema or is refused as invalid (invalid_request, ...)"},
+    503: {"description": "a backend (index, catalog, the issuer's signing keys) is unavailable: retry later",
+          "headers": {"Retry-After": {"description": "seconds", "required": True,
+                                      "schema": {"type": "string", "pattern": "^[0-9]+$"}}}},
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error statuses a route can answer (body: :class:`ErrorBody`)."""
+    return {status: {"model": ErrorBody, **_ERROR_DOCS[status]} for status in statuses}
 
 
 def _body(request: Request, code: str, message: str) -> dict:
@@ -64,7 +103,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         _refused(request, exc.status_code, code)
         return JSONResponse(_body(request, code, str(exc.detail)), status_code=exc.status_code)
 

@@ -6,7 +6,8 @@
   each reused with Gaussian noise (sigma 0.05 per dimension before re-normalising) — embedding
   1M chunks on 2 cores would take hours, and the perturbed copies keep the real geometry
   (clusters, anisotropy) that HNSW and filtered search are sensitive to.
-- ACLs: every chunk draws u ~ U[0, 1); it allows ``group:vis01`` if u < .01, ``group:vis05`` if
+- ACLs: every chunk k draws u ~ U[0, 1) as a pure function of k (:func:`acl_draws`, so a load
+  generator can check any returned chunk without the index); it allows ``group:vis01`` if u < .01, ``group:vis05`` if
   u < .05, ``group:vis10`` if u < .10, ``group:vis50`` if u < .50 and ``group:vis95`` if u < .95, so a caller holding one of
   those groups sees exactly that share. A further 3 % carry a deny entry for ``user:denied``.
 - Freshness: ``modified_ts`` uniform over the last two years.
@@ -81,6 +82,47 @@ def _seed(texts: list[str], vectors: np.ndarray) -> Seed:
     return Seed(texts, vectors, list(vocab), probs / probs.sum(), np.asarray(lengths))
 
 
+ACL_CUTS = ((0.01, "group:vis01"), (0.05, "group:vis05"), (0.10, "group:vis10"), (0.50, "group:vis50"), (0.95, "group:vis95"))
+DENY_SHARE = 0.03
+DENIED_USER = "user:denied"
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def acl_draws(k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(u, denied, age_s) of chunks ``k``: a pure function of the chunk number."""
+    k = np.asarray(k, dtype=np.uint64)
+    scale = float(2**53)
+    u = (_splitmix64(k * np.uint64(3)) >> np.uint64(11)).astype(np.float64) / scale
+    deny = (_splitmix64(k * np.uint64(3) + np.uint64(1)) >> np.uint64(11)).astype(np.float64) / scale < DENY_SHARE
+    age = (_splitmix64(k * np.uint64(3) + np.uint64(2)) >> np.uint64(11)).astype(np.float64) / scale * TWO_YEARS_S
+    return u, deny, age
+
+
+def allow_list(u: float) -> list[str]:
+    return [g for cut, g in ACL_CUTS if u < cut] or ["group:nobody"]
+
+
+def chunk_number(point_id: str) -> int:
+    return uuid.UUID(point_id).int - 1
+
+
+def visible(k: int, principals: frozenset[str], max_age_s: float | None = None) -> bool:
+    """The oracle: may a caller holding ``principals`` see chunk ``k``? Independent of the index."""
+    u, deny, age = acl_draws(np.asarray([k]))
+    if deny[0] and DENIED_USER in principals:
+        return False
+    if max_age_s is not None and age[0] > max_age_s:
+        return False
+    return bool(set(allow_list(float(u[0]))) & principals)
+
+
 def generate(seed: Seed, n: int, *, tenant: str = "bench", rng_seed: int = 0, batch: int = 2000,
              bm25: Bm25Encoder | None = None) -> Iterator[list[IndexPoint]]:
     rng = np.random.default_rng(rng_seed)
@@ -93,21 +135,18 @@ def generate(seed: Seed, n: int, *, tenant: str = "bench", rng_seed: int = 0, ba
         vecs = seed.vectors[base] + rng.normal(0, 0.05, size=(m, seed.vectors.shape[1])).astype(np.float32)
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         lens = np.clip(rng.choice(seed.lengths, size=m), 20, 400)
-        u = rng.random(m)
-        deny = rng.random(m) < 0.03
-        ages = rng.uniform(0, TWO_YEARS_S, size=m)
+        u, deny, ages = acl_draws(np.arange(start, start + m))
         out = []
         for i in range(m):
             words = vocab[np.minimum(np.searchsorted(cdf, rng.random(int(lens[i]))), len(vocab) - 1)]
             text = " ".join(words.tolist())
-            allow = [g for cut, g in ((0.01, "group:vis01"), (0.05, "group:vis05"), (0.10, "group:vis10"),
-                                      (0.50, "group:vis50"), (0.95, "group:vis95")) if u[i] < cut] or ["group:nobody"]
+            allow = allow_list(float(u[i]))
             k = start + i
             out.append(IndexPoint(
                 id=str(uuid.UUID(int=k + 1)), dense=vecs[i].tolist(), sparse=enc.encode_document(text),
                 payload={"tenant": tenant, "source": f"s{k % 8}", "doc_key": f"{tenant}/s{k % 8}/d{k // 3}",
                          "doc_id": f"d{k // 3}", "chunk_index": k % 3, "text": text[:600],
-                         "acl_allow": allow, "acl_deny": ["user:denied"] if deny[i] else [],
+                         "acl_allow": allow, "acl_deny": [DENIED_USER] if deny[i] else [],
                          "modified_ts": NOW_TS - float(ages[i])},
             ))
         yield out

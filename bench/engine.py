@@ -130,6 +130,7 @@ def main() -> None:
     ap = common_args()
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--reuse", action="store_true", help="measure an index built earlier")
+    ap.add_argument("--build-only", action="store_true", help="build (and record the build figures), measure later with --reuse")
     args = ap.parse_args()
     seed = seed_from_cache(args.data_dir, args.scifact)
     enc = Bm25Encoder()
@@ -139,6 +140,11 @@ def main() -> None:
     out = args.out / f"engine-{args.chunks}.json"
     if not args.reuse:
         report["build"] = build(path, seed, args.chunks, enc)
+        report["build"]["machine_load_1m"] = round(os.getloadavg()[0], 2)  # other work during the build slows it
+        if args.build_only:
+            args.out.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=1))
+            return
     elif out.exists() and "build" in json.loads(out.read_text()):
         report["build"] = json.loads(out.read_text())["build"]  # the build this index came from
     report.update(measure(path, seed, args.chunks, enc, args.queries))

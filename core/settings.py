@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-# Read by the CLI itself, not settings (a bearer token for `whoami`/`ingest`).
-CLI_VARIABLES = frozenset({"CLEARANCE_TOKEN"})
+# Read outside settings: a bearer token for `whoami`/`ingest` (by the CLI itself), and the
+# test-only crash hook of ``ingest.crashpoints``.
+CLI_VARIABLES = frozenset({"CLEARANCE_TOKEN", "CLEARANCE_CRASH_AT"})
 
 
 class Section(BaseModel):
@@ -63,6 +64,10 @@ class EmbedderSettings(Section):
     dim: int = 384
     batch_size: int = 32
     threads: int = 2
+    # onnx: ONNX Runtime, 3.2x faster per query here with the same vectors (BENCHMARKS.md);
+    # torch: sentence-transformers, the reference implementation.
+    runtime: Literal["onnx", "torch"] = "onnx"
+    onnx_cache_dir: str = ""  # empty: $XDG_CACHE_HOME/clearance/onnx (exported once, offline)
 
 
 class RetrievalSettings(Section):

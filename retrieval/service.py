@@ -71,6 +71,7 @@ class DocumentView:
 
 log = Log("clearance.search")
 
+TIE_MARGIN = 5
 DEGRADED_DENSE = "dense leg unavailable (query embedding failed): answered from BM25 only"
 DEGRADED_RERANK = "reranker failed: results are in retrieval order"
 
@@ -112,14 +113,18 @@ class SearchService:
         sparse = self.bm25.encode_query(query) if mode in ("hybrid", "bm25") else None
         t_engine = time.perf_counter()
         # With a reranker the engine returns more candidates (all within the scope) to reorder.
-        limit = max(top_k, self.settings.rerank_depth) if self.reranker is not None else top_k
+        # TIE_MARGIN more than needed, so equal scores (RRF gives equal scores to a dense-only and
+        # a BM25-only hit of the same rank; duplicated texts tie in every mode) are ordered by id
+        # below: the same query gives the same answer across restarts (the engine's own tie order
+        # is not stable across processes).
+        limit = (max(top_k, self.settings.rerank_depth) if self.reranker is not None else top_k) + TIE_MARGIN
         iq = IndexQuery(
             mode=mode, limit=limit, dense=dense, sparse=sparse,
             prefetch_limit=max(self.settings.prefetch_limit, limit), rrf_k=self.settings.rrf_k,
             weights=(self.settings.dense_weight, self.settings.bm25_weight), with_legs=explain,
             with_dense=dense is not None, acorn=self.settings.acorn,
         )
-        hits = self.index.search(iq, flt)
+        hits = sorted(self.index.search(iq, flt), key=lambda h: (-h.score, h.id))
         legs_ms = {"encode": (t_engine - t_enc) * 1000, "engine": (time.perf_counter() - t_engine) * 1000}
         terms = set(self.bm25.tokenize(query))
         qvec = np.asarray(dense, dtype=np.float32) if dense is not None else None

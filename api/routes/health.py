@@ -11,6 +11,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import ServicesDep
+from api.errors import error_responses
 from api.ops import RETRY_AFTER_S, readiness
 from core.metrics import CONTENT_TYPE
 
@@ -22,7 +23,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+NOT_READY = {503: {"description": "not ready: the same body, with the failing checks",
+                   "headers": error_responses(503)[503]["headers"]}}
+
+
+@router.get("/readyz", responses=NOT_READY)
 def readyz(services: ServicesDep) -> JSONResponse:
     ready, body = readiness(services)
     if ready:

@@ -3,10 +3,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from api.deps import Caller, ServicesDep
+from api.deps import AuthenticatedRoute, Caller, ServicesDep
+from api.errors import error_responses
 from core.errors import NotFoundError
 
-router = APIRouter(tags=["identity"])
+router = APIRouter(tags=["identity"], route_class=AuthenticatedRoute)
 
 
 class WhoAmI(BaseModel):
@@ -17,7 +18,7 @@ class WhoAmI(BaseModel):
     scopes: list[str]
 
 
-@router.get("/v1/whoami", response_model=WhoAmI)
+@router.get("/v1/whoami", response_model=WhoAmI, responses=error_responses(401, 503))
 def whoami(caller: Caller) -> WhoAmI:
     return WhoAmI(subject=caller.subject, issuer=caller.issuer, tenant=caller.tenant,
                   principals=sorted(caller.principals), scopes=sorted(caller.scopes))

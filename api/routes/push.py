@@ -13,17 +13,19 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
-from api.deps import IngestCaller, ServicesDep
+from api.deps import AuthenticatedRoute, IngestCaller, ServicesDep
+from api.errors import error_responses
+from api.fields import RequestBody, UtcDateTime
 from core.errors import InvalidRequestError, NotFoundError
 from core.types import Acl, SourceDocument
 from ingest.contracts import check_contract
 
-router = APIRouter(tags=["push"])
+router = APIRouter(tags=["push"], route_class=AuthenticatedRoute, responses=error_responses(401, 403, 422, 503))
 
 
-class AclBody(BaseModel):
+class AclBody(RequestBody):
     allow: list[str] = Field(default_factory=list)
     deny: list[str] = Field(default_factory=list)
 
@@ -34,13 +36,13 @@ class AclBody(BaseModel):
             raise InvalidRequestError(str(exc), code="invalid_acl") from exc
 
 
-class PutDocument(BaseModel):
+class PutDocument(RequestBody):
     filename: str = Field(min_length=1, max_length=255, description="name with extension; selects the parser")
     content: str | None = Field(default=None, description="UTF-8 text content")
     content_base64: str | None = Field(default=None, description="binary content, base64")
     title: str = ""
     uri: str | None = None
-    modified_at: datetime | None = None
+    modified_at: UtcDateTime | None = None
     acl: AclBody | None = Field(default=None, description="omitted: the document is private")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -59,14 +61,14 @@ class PutDocument(BaseModel):
             raise InvalidRequestError("content_base64 is not valid base64") from exc
 
 
-@router.put("/v1/sources/{source}/documents/{doc_id:path}")
+@router.put("/v1/sources/{source}/documents/{doc_id:path}", responses=error_responses(400))
 def put_document(source: str, doc_id: str, body: PutDocument, caller: IngestCaller, services: ServicesDep) -> dict:
     check_contract(source, body.metadata, services.settings.ingest.contracts)
     doc = SourceDocument(
         source=source, doc_id=doc_id, uri=body.uri or f"clearance://{source}/{doc_id}",
         filename=PurePosixPath(body.filename).name, content=body.raw(),
         acl=body.acl.to_acl() if body.acl is not None else Acl.private(),
-        modified_at=(body.modified_at or datetime.now(timezone.utc)).astimezone(timezone.utc),
+        modified_at=body.modified_at or datetime.now(timezone.utc),
         title=body.title or PurePosixPath(body.filename).stem,
         metadata={k: str(v) for k, v in body.metadata.items()},
     )
@@ -75,7 +77,7 @@ def put_document(source: str, doc_id: str, body: PutDocument, caller: IngestCall
     return {"source": source, "doc_id": doc_id, "outcome": outcome, "chunks": chunks}
 
 
-@router.patch("/v1/sources/{source}/documents/{doc_id:path}/acl")
+@router.patch("/v1/sources/{source}/documents/{doc_id:path}/acl", responses=error_responses(400, 404))
 def patch_acl(source: str, doc_id: str, body: AclBody, caller: IngestCaller, services: ServicesDep) -> dict:
     key = services.ingestor.doc_key(source, doc_id)
     if services.catalog.get(key) is None:
@@ -85,7 +87,7 @@ def patch_acl(source: str, doc_id: str, body: AclBody, caller: IngestCaller, ser
     return {"source": source, "doc_id": doc_id, "outcome": "acl_updated"}
 
 
-@router.delete("/v1/sources/{source}/documents/{doc_id:path}", status_code=204)
+@router.delete("/v1/sources/{source}/documents/{doc_id:path}", status_code=204, responses=error_responses(404))
 def delete_document(source: str, doc_id: str, caller: IngestCaller, services: ServicesDep) -> Response:
     if not services.ingestor.delete(source, doc_id):
         raise NotFoundError("document not found")

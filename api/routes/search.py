@@ -1,25 +1,27 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from api.deps import SearchCaller, ServicesDep
+from api.deps import AuthenticatedRoute, SearchCaller, ServicesDep
+from api.errors import error_responses
+from api.fields import RequestBody, UtcDateTime
 from core.types import Scope
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], route_class=AuthenticatedRoute, responses=error_responses(401, 403, 503))
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(RequestBody):
     query: str = Field(min_length=1, max_length=4000)
     top_k: int = Field(default=10, ge=1, le=100)
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     max_age: int | None = Field(default=None, ge=1, description="only chunks modified within this many seconds")
     sources: list[str] | None = Field(default=None, min_length=1)
-    modified_after: datetime | None = None
-    modified_before: datetime | None = None
+    modified_after: UtcDateTime | None = None
+    modified_before: UtcDateTime | None = None
     explain: bool = False
 
 
@@ -52,7 +54,7 @@ def scope_for(caller: Any, req: SearchRequest | None = None) -> Scope:
                  modified_after=req.modified_after, modified_before=req.modified_before)
 
 
-@router.post("/v1/search", response_model=SearchResponse)
+@router.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 422))
 def search(req: SearchRequest, caller: SearchCaller, services: ServicesDep) -> SearchResponse:
     params = req.model_dump(mode="json", include={"max_age", "sources", "modified_after", "modified_before", "explain"})
     out = services.reads.search(scope_for(caller, req), req.query, top_k=req.top_k, mode=req.mode, explain=req.explain,
@@ -66,7 +68,7 @@ def search(req: SearchRequest, caller: SearchCaller, services: ServicesDep) -> S
     )
 
 
-@router.get("/v1/documents/{source}/{doc_id:path}")
+@router.get("/v1/documents/{source}/{doc_id:path}", responses=error_responses(404, 422))
 def get_document(source: str, doc_id: str, caller: SearchCaller, services: ServicesDep) -> dict:
     body, stale = services.reads.document(scope_for(caller), source, doc_id)
     return {**body, "stale_sources": [s.name for s in stale]}
