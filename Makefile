@@ -12,7 +12,7 @@ export MPLCONFIGDIR := $(CURDIR)/var/.cache/matplotlib
 export XDG_CACHE_HOME := $(CURDIR)/var/.cache
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run serve demo-ingest test bench eval clean
+.PHONY: install run serve demo-ingest test bench battery eval clean
 
 install: $(STAMP)
 
@@ -52,6 +52,14 @@ bench: install
 	for n in $(BENCH_SIZES); do $(BIN)/python -m bench.e2e --chunks $$n || exit 1; done
 	$(BIN)/python -m bench.ingest --docs 1000
 	$(BIN)/python -m bench.report
+
+# Reliability and security battery (issue #9): each item exits non-zero on a violation; all run,
+# then BATTERY.md is rendered from battery/results/*.json. Fast versions of each are in `make test`.
+BATTERY_ITEMS ?= leak_duel state_machine tokens crash hostile fuzz load restart
+battery: install
+	@test -d var/bench/n100000/edge || $(BIN)/python -m bench.engine --chunks 100000 --build-only
+	@fail=0; for m in $(BATTERY_ITEMS); do echo "== battery.$$m"; $(BIN)/python -m battery.$$m || fail=1; done; \
+	$(BIN)/python -m battery.report || fail=1; exit $$fail
 
 # Retrieval quality on every dataset beside the repo; baselines in eval/baselines.
 DATASETS ?= scifact cisi cacm med npl lisa

@@ -44,7 +44,10 @@ _ERROR_DOCS: dict[int, dict[str, Any]] = {
     403: {"description": "a valid token without the scope this route needs (insufficient_scope)",
           "headers": {"WWW-Authenticate": {"description": 'Bearer realm="clearance", error="insufficient_scope"',
                                            "schema": _TEXT}}},
-    404: {"description": "not found, or not visible to the caller (the two are indistinguishable)"},
+    # Also what the router answers when a path parameter cannot be routed: a source holding "/"
+    # (decoded from %2F before routing) or a document id holding a line feed.
+    404: {"description": "not found, or not visible to the caller (the two are indistinguishable), "
+                         "or a path no route matches"},
     422: {"description": "the request does not fit the schema or is refused as invalid (invalid_request, ...)"},
     503: {"description": "a backend (index, catalog, the issuer's signing keys) is unavailable: retry later",
           "headers": {"Retry-After": {"description": "seconds", "required": True,

@@ -18,6 +18,7 @@ import random
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,7 @@ def tokens(data_dir: Path) -> dict[str, str]:
 
 async def run_load(target: Target, toks: dict[str, str], texts: list[str], *, n_chunks: int, concurrency: int,
                    duration_s: float, sample: float = 1.0, count_every: int = 50, seed: int = 0,
-                   tally: Tally | None = None) -> tuple[Tally, float]:
+                   tally: Tally | None = None, stop_when: "threading.Event | None" = None) -> tuple[Tally, float]:
     tally = tally or Tally()
     rng = random.Random(seed)
     stop = time.monotonic() + duration_s
@@ -210,7 +211,7 @@ async def run_load(target: Target, toks: dict[str, str], texts: list[str], *, n_
     async def worker(w: int) -> None:
         i = w
         async with httpx.AsyncClient(timeout=60) as client:
-            while time.monotonic() < stop:
+            while time.monotonic() < stop and not (stop_when is not None and stop_when.is_set()):
                 await one(client, i)
                 i += concurrency
 

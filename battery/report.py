@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from battery.result import RESULTS
+from battery.result import results_dir
 
 ORDER = ["leak_duel", "state_machine", "tokens", "crash", "hostile", "fuzz", "load", "restart"]
 
@@ -28,7 +28,7 @@ def render(results: list[dict]) -> str:
 
 
 def main() -> int:
-    found = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+    found = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir().glob("*.json"))}
     ordered = [found[k] for k in ORDER if k in found] + [v for k, v in found.items() if k not in ORDER]
     Path("BATTERY.md").write_text(render(ordered))
     missing = [k for k in ORDER if k not in found]

@@ -62,12 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     target = Target(url)
     tally = Tally()
     restarts: list[dict[str, object]] = []
-    total_s = args.phase_s * 3 + 60
+    total_s = args.phase_s * 3 + 600  # an upper bound: the load stops after the last phase
+    done = threading.Event()
     result: dict[str, object] = {}
 
     def drive() -> None:
         result["tally"], result["wall"] = asyncio.run(run_load(target, toks, texts, n_chunks=args.chunks,
-                                                               concurrency=args.concurrency, duration_s=total_s, tally=tally))
+                                                               concurrency=args.concurrency, duration_s=total_s, tally=tally,
+                                                               stop_when=done))
 
     loader = threading.Thread(target=drive)
     loader.start()
@@ -85,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             differing = [k for k in before if before[k] != after.get(k)]
             restarts.append({"signal": how.name, "down_s": down_s, "probes": len(before), "probes_differing": len(differing)})
             violations += [f"after {how.name}: probe {k} changed" for k in differing[:10]]
+        time.sleep(args.phase_s)  # load on the restarted server
+        done.set()
         loader.join()
     finally:
+        done.set()
         target.up = False
         proc.terminate()
         proc.wait(timeout=60)

@@ -14,13 +14,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(os.environ.get("CLEARANCE_BATTERY_RESULTS", Path(__file__).parent / "results"))
+RESULTS = Path(__file__).parent / "results"
+
+
+def results_dir() -> Path:
+    """``BATTERY_RESULTS_DIR`` when set (the fast versions in ``make test`` write to a temp dir)."""
+    return Path(os.environ.get("BATTERY_RESULTS_DIR") or RESULTS)
 
 
 def write_result(name: str, *, passed: bool, figures: dict[str, Any], command: str,
                  violations: list[str] | None = None, started: float | None = None) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    out = results_dir() / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "name": name,
         "passed": passed,

@@ -64,7 +64,7 @@ def resync(source: str, caller: AdminCaller, services: ServicesDep) -> dict[str,
     return {"source": source, **report.as_dict()}
 
 
-@router.get("/audit/documents/{source}/{doc_id:path}", responses=error_responses(422))
+@router.get("/audit/documents/{source}/{doc_id:path}", responses=error_responses(404, 422))
 def who_saw(source: str, doc_id: str, caller: AdminCaller, services: ServicesDep,
             since: UtcDateTime | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
     """Every search hit and document read that handed out (chunks of) this document."""

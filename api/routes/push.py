@@ -61,7 +61,7 @@ class PutDocument(RequestBody):
             raise InvalidRequestError("content_base64 is not valid base64") from exc
 
 
-@router.put("/v1/sources/{source}/documents/{doc_id:path}", responses=error_responses(400))
+@router.put("/v1/sources/{source}/documents/{doc_id:path}", responses=error_responses(400, 404))
 def put_document(source: str, doc_id: str, body: PutDocument, caller: IngestCaller, services: ServicesDep) -> dict:
     check_contract(source, body.metadata, services.settings.ingest.contracts)
     doc = SourceDocument(

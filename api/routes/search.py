@@ -55,10 +55,12 @@ def scope_for(caller: Any, req: SearchRequest | None = None) -> Scope:
 
 
 @router.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 422))
-def search(req: SearchRequest, caller: SearchCaller, services: ServicesDep) -> SearchResponse:
+async def search(req: SearchRequest, caller: SearchCaller, services: ServicesDep) -> SearchResponse:
     params = req.model_dump(mode="json", include={"max_age", "sources", "modified_after", "modified_before", "explain"})
-    out = services.reads.search(scope_for(caller, req), req.query, top_k=req.top_k, mode=req.mode, explain=req.explain,
-                                params=params)
+    # One thread-pool hop for the blocking part (encode, engine, audit write); the response is
+    # built on the loop, so FastAPI does not hop again to serialise it.
+    out = await run_in_threadpool(services.reads.search, scope_for(caller, req), req.query, top_k=req.top_k,
+                                  mode=req.mode, explain=req.explain, params=params)
     res = out.result
     return SearchResponse(
         hits=[Hit(id=h.id, score=h.score, text=h.text, snippet=h.snippet, provenance=h.provenance, explain=h.explain) for h in res.hits],
