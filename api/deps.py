@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import Services
 from auth.authenticator import ADMIN, INGEST, SEARCH, Authenticator
+from core.errors import PermissionDeniedError
 from core.types import Entitlements
 
 # Documents the scheme in the OpenAPI schema only: the header is parsed and validated by
@@ -53,13 +54,23 @@ async def searcher(caller: Caller) -> Entitlements:
     return caller
 
 
-async def ingester(caller: Caller) -> Entitlements:
+def _own_tenant(caller: Entitlements, services: Services) -> None:
+    """Writes and admin reads act on the deployment's tenant (``ingest.tenant``): a caller of
+    another tenant, even with the scope, must not push into it or read its audit trail."""
+    if caller.tenant != services.settings.ingest.tenant:
+        raise PermissionDeniedError("this deployment writes and administers another tenant's documents",
+                                    code="wrong_tenant")
+
+
+async def ingester(caller: Caller, services: ServicesDep) -> Entitlements:
     Authenticator.require(caller, INGEST)
+    _own_tenant(caller, services)
     return caller
 
 
-async def administrator(caller: Caller) -> Entitlements:
+async def administrator(caller: Caller, services: ServicesDep) -> Entitlements:
     Authenticator.require(caller, ADMIN)
+    _own_tenant(caller, services)
     return caller
 
 

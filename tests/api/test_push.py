@@ -128,3 +128,22 @@ def test_push_needs_the_ingest_scope(env: tuple[Services, LiveServer, CountingEm
     assert 'error="insufficient_scope"' in r.headers["www-authenticate"]
     r = HTTP.put(f"{server.url}/v1/sources/erp/documents/x", json={"filename": "x.txt", "content": "hi"})
     assert r.status_code == 401
+
+
+def test_callers_of_another_tenant_cannot_write_or_administer(tmp_path: Path) -> None:
+    # The dev issuer's tokens name tenant globex; this deployment writes into acme.
+    from core.settings import AuthSettings
+
+    settings = make_settings(tmp_path, auth=AuthSettings(dev_tenant="globex"), ingest=IngestSettings(tenant="acme"))
+    services = build_services(settings, embedder=HashEmbedder(64))
+    with LiveServer(create_app(settings, services)) as server:
+        admin = auth(services, "root", [], ["clearance:admin"])
+        r = HTTP.put(f"{server.url}/v1/sources/erp/documents/x",
+                     json={"filename": "x.txt", "content": "hi", "acl": {"allow": ["group:all"]}}, headers=admin)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "wrong_tenant"
+        r = HTTP.patch(f"{server.url}/v1/sources/erp/documents/x/acl", json={"allow": ["group:all"]}, headers=admin)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "wrong_tenant"
+        r = HTTP.get(f"{server.url}/v1/admin/sources", headers=admin)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "wrong_tenant"
+        assert services.catalog.document_counts() == {}  # nothing was written
+    services.close()
