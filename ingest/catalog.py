@@ -11,11 +11,13 @@ Timestamps are aware UTC datetimes (sqlmodel stores them as UTC on SQLite and Po
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from sqlalchemy import Index, event, func, text
 from sqlalchemy.engine import Engine
@@ -173,6 +175,33 @@ class Catalog:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         _create_tables(self.engine)
+        self._writers = threading.RLock()
+
+    @contextmanager
+    def write_lock(self, keys: Iterable[str]) -> Iterator[None]:
+        """Serialise writers of the same documents for the whole read-row → index → row update.
+
+        Without it a PATCH racing a PUT of the same document could leave the index with an ACL
+        the catalog no longer holds (a revoked group still reading the new chunks; found by the
+        leak duel). In this process one lock covers every writer (the write phase is short:
+        parsing and embedding happen before it); across processes on PostgreSQL, advisory locks
+        per document, taken in sorted order so two writers of overlapping batches cannot deadlock.
+        SQLite deployments are one process (the Edge shard has one owner).
+        """
+        with self._writers:
+            if self.engine.dialect.name != "postgresql":
+                yield
+                return
+            ids = sorted({int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big", signed=True) for k in keys})
+            with unavailable("catalog"), self.engine.connect() as conn:
+                for i in ids:
+                    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": i})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock_all()"))
+                    conn.commit()
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -180,6 +209,11 @@ class Catalog:
     def get(self, key: str) -> DocumentRow | None:
         with self.session() as s:
             return s.get(DocumentRow, key)
+
+    def get_many(self, keys: list[str]) -> dict[str, DocumentRow]:
+        with self.session() as s:
+            rows = s.exec(select(DocumentRow).where(col(DocumentRow.key).in_(keys))).all() if keys else []
+            return {r.key: r for r in rows}
 
     def documents(self, tenant: str | None = None, source: str | None = None) -> Iterator[DocumentRow]:
         with self.session() as s:

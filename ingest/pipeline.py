@@ -34,6 +34,7 @@ from core.settings import IngestSettings
 from core.types import Acl, SourceDocument
 from ingest.catalog import Catalog, DocumentRow, JobItemRow, JobRow, dumps, utcnow
 from ingest.chunking import TextChunk, chunk_elements
+from ingest.crashpoints import crashpoint
 from ingest.sandbox import parse_isolated
 from ingest.sources import DocumentSource, content_hash
 from retrieval.bm25 import Bm25Encoder
@@ -127,7 +128,7 @@ class Ingestor:
                 if row.key not in seen:
                     t0 = time.perf_counter()
                     try:
-                        res: tuple[str, int] | ClearanceError = self._delete_row(row)
+                        res: tuple[str, int] | ClearanceError = self._delete_key(row.key)
                     except ClearanceError as exc:
                         res = exc
                     items.append(self._record(job_id, row.key, res, (time.perf_counter() - t0) * 1000, report, progress))
@@ -212,6 +213,7 @@ class Ingestor:
             for i, *_ in todo:
                 results[i] = err
             return results
+        crashpoint("embed")
         try:
             self._write_batch(docs, todo, texts, vectors)
             for i, _, _, chunks, row in todo:
@@ -247,12 +249,21 @@ class Ingestor:
             if row is not None and row.acl != doc.acl:
                 self.set_acl(key, doc.acl)  # permissions propagate even when new content is bad
             raise
+        crashpoint("parse")
         return key, digest, chunks, row
 
     def _write_batch(self, docs: list[SourceDocument], todo: list, texts: list[list[str]], dense: "np.ndarray") -> None:
         """Write a batch: intents (one commit), points (one upsert), leftovers (one delete),
         then the rows marked indexed (one commit). A crash between any two steps leaves rows
         in ``writing`` with every id they may have touched, which recover() removes."""
+        with self.catalog.write_lock([t[1] for t in todo]):
+            # The rows as they are now, under the lock: another writer (a PATCH, a delete) may
+            # have changed them since _prepare read them.
+            current = self.catalog.get_many([t[1] for t in todo])
+            self._write_locked(docs, [(i, key, digest, chunks, current.get(key)) for i, key, digest, chunks, _ in todo],
+                               texts, dense)
+
+    def _write_locked(self, docs: list[SourceDocument], todo: list, texts: list[list[str]], dense: "np.ndarray") -> None:
         now = utcnow()
         records, points, stale = [], [], []
         offset = 0
@@ -260,26 +271,33 @@ class Ingestor:
             doc = docs[i]
             new_ids = [point_id(key, n) for n in range(len(chunks))]
             old_ids = row.ids if row is not None else []
+            # A row still ``writing`` (a write died and no recover() ran since, as on the push and
+            # worker paths) may have points beyond its ids, in its pending ids: leftovers too.
+            left = sorted(set(old_ids) | set(json.loads(row.pending_ids))) if row is not None else []
             version = digest[:16]
             records.append((DocumentRow(
                 key=key, tenant=self.settings.tenant, source=doc.source, doc_id=doc.doc_id, uri=doc.uri,
                 title=doc.title, version=version, content_hash=digest, acl_allow=dumps(doc.acl.allow),
                 acl_deny=dumps(doc.acl.deny), modified_at=doc.modified_at, ingested_at=now, state="writing",
-                point_ids=json.dumps(old_ids), pending_ids=json.dumps(sorted(set(old_ids) | set(new_ids))),
+                point_ids=json.dumps(old_ids), pending_ids=json.dumps(sorted(set(left) | set(new_ids))),
             ), new_ids))
             vecs = dense[offset:offset + len(group)]
             offset += len(group)
             points += [IndexPoint(pid, vec.tolist(), self.bm25.encode_document(text),
                                   self._payload(key, doc, version, digest, n, c, now))
                        for n, (pid, vec, text, c) in enumerate(zip(new_ids, vecs, group, chunks))]
-            stale += sorted(set(old_ids) - set(new_ids))
+            stale += sorted(set(left) - set(new_ids))
         # Intent first: a crash after this line is undone by recover().
         self.catalog.put_many([r for r, _ in records])
+        crashpoint("catalog_intent")
         self.index.upsert(points)
+        crashpoint("index_upsert")
         self.index.delete(stale)
+        crashpoint("stale_delete")
         for record, new_ids in records:
             record.state, record.point_ids, record.pending_ids = "indexed", json.dumps(new_ids), "[]"
         self.catalog.put_many([r for r, _ in records])
+        crashpoint("catalog_commit")
 
     @staticmethod
     def _embed_text(doc: SourceDocument, c: TextChunk) -> str:
@@ -298,39 +316,65 @@ class Ingestor:
         }
 
     def set_acl(self, key: str, acl: Acl) -> None:
-        """ACL-only change: payload update on every chunk, never a re-embed."""
+        """ACL-only change: payload update on every chunk, never a re-embed. Intent first, as for
+        content: killed between the index and the catalog, the index would hold an ACL the
+        catalog does not know, and a source reverting to the catalog's ACL would look unchanged
+        forever; marked ``writing``, recover() removes the points and forces a re-ingest."""
+        with self.catalog.write_lock([key]):
+            self._set_acl_locked(key, acl)
+
+    def _set_acl_locked(self, key: str, acl: Acl) -> None:
         row = self.catalog.get(key)
         if row is None:
             raise IngestError(f"unknown document {key}", code="not_found")
+        state, pending = row.state, row.pending_ids
+        row.state, row.pending_ids = "writing", json.dumps(sorted(set(row.ids) | set(json.loads(pending))))
+        self.catalog.put(row)
         self.index.set_payload(row.ids, {"acl_allow": sorted(acl.allow), "acl_deny": sorted(acl.deny)})
+        crashpoint("acl_update")
         row.acl_allow, row.acl_deny = dumps(acl.allow), dumps(acl.deny)
+        row.state, row.pending_ids = state, pending
         self.catalog.put(row)
 
     def delete(self, source: str, doc_id: str) -> bool:
-        row = self.catalog.get(self.doc_key(source, doc_id))
-        if row is None:
-            return False
-        self._delete_row(row)
+        key = self.doc_key(source, doc_id)
+        with self.catalog.write_lock([key]):
+            row = self.catalog.get(key)
+            if row is None:
+                return False
+            self._delete_row(row)
         self._observe(source, "deleted", None)
         return True
 
+    def _delete_key(self, key: str) -> tuple[str, int]:
+        with self.catalog.write_lock([key]):
+            row = self.catalog.get(key)
+            return self._delete_row(row) if row is not None else ("deleted", 0)
+
     def _delete_row(self, row: DocumentRow) -> tuple[str, int]:
         row.state = "writing"
-        row.pending_ids = row.point_ids
+        # with whatever an interrupted earlier write may have left (its pending ids)
+        row.pending_ids = json.dumps(sorted(set(row.ids) | set(json.loads(row.pending_ids))))
         self.catalog.put(row)
-        self.index.delete(row.ids)
+        self.index.delete(json.loads(row.pending_ids))
+        crashpoint("doc_delete")
         self.catalog.remove(row.key)
         return "deleted", 0
 
     def recover(self) -> int:
         """Undo writes interrupted by a crash: remove their points and force a re-ingest."""
         fixed = 0
-        for row in list(self.catalog.documents()):
-            if row.state != "writing":
+        for seen in list(self.catalog.documents()):
+            if seen.state != "writing":
                 continue
-            self.index.delete(sorted(set(json.loads(row.pending_ids)) | set(row.ids)))
-            row.state, row.point_ids, row.pending_ids, row.content_hash = "indexed", "[]", "[]", ""
-            self.catalog.put(row)
-            fixed += 1
+            with self.catalog.write_lock([seen.key]):
+                row = self.catalog.get(seen.key)  # a live writer may have finished it meanwhile
+                if row is None or row.state != "writing":
+                    continue
+                self.index.delete(sorted(set(json.loads(row.pending_ids)) | set(row.ids)))
+                crashpoint("recover")
+                row.state, row.point_ids, row.pending_ids, row.content_hash = "indexed", "[]", "[]", ""
+                self.catalog.put(row)
+                fixed += 1
         return fixed
 
