@@ -74,6 +74,10 @@ class RetrievalSettings(Section):
     rrf_k: int = 60
     # ACORN filtered HNSW on the dense leg; keeps recall under restrictive ACLs (BENCHMARKS.md).
     acorn: bool = True
+    # Scopes estimated to hold at most this many chunks get exact (brute-force) dense search:
+    # at 1M chunks and 1 % visible, filtered HNSW found 0.41 of the exact top 10 even with ACORN,
+    # brute force over the 10k visible chunks 1.0 at the same cost (BENCHMARKS.md). 0: never.
+    exact_below_points: int = 15_000
     prefetch_limit: int = 50
     dense_weight: float = 1.0
     bm25_weight: float = 1.0

@@ -165,6 +165,10 @@ class EdgeIndex:
             records, _ = self._shard.scroll(qe.ScrollRequest(limit=limit, filter=to_edge_filter(flt), with_payload=True))
         return [IndexHit(_id(r.id), 0.0, dict(r.payload or {})) for r in records]
 
+    def estimate(self, flt: CompiledFilter) -> int:
+        with engine_call("edge", "count"):
+            return int(self._shard.count(qe.CountRequest(exact=False, filter=to_edge_filter(flt))))
+
     def count(self, flt: CompiledFilter) -> int:
         with engine_call("edge", "count"):
             return int(self._shard.count(qe.CountRequest(exact=True, filter=to_edge_filter(flt))))

@@ -80,6 +80,10 @@ class ChunkIndex(Protocol):
         """Unranked points satisfying ``flt`` (document reads, chunk fetch); score is 0."""
         ...
 
+    def estimate(self, flt: CompiledFilter) -> int:
+        """Approximate count of points matching ``flt`` from the payload indexes (cheap)."""
+        ...
+
     def count(self, flt: CompiledFilter) -> int:
         """Exact number of points satisfying ``flt``."""
         ...

@@ -156,6 +156,10 @@ class QdrantServerIndex:
                                              with_payload=True)
         return [IndexHit(str(r.id), 0.0, dict(r.payload or {})) for r in records]
 
+    def estimate(self, flt: CompiledFilter) -> int:
+        with engine_call("qdrant", "count"):
+            return int(self._client.count(self.collection, count_filter=to_server_filter(flt), exact=False).count)
+
     def count(self, flt: CompiledFilter) -> int:
         with engine_call("qdrant", "count"):
             return int(self._client.count(self.collection, count_filter=to_server_filter(flt), exact=True).count)

@@ -91,6 +91,11 @@ class SearchService:
     def _filter(self, scope: Scope) -> CompiledFilter:
         return compile_scope(scope, source_max_age_s=self.settings.source_max_age_s)
 
+    def _small_scope(self, flt: CompiledFilter) -> bool:
+        """Few enough visible chunks that exact dense search is both exact and cheap."""
+        limit = self.settings.exact_below_points
+        return limit > 0 and self.index.estimate(flt) <= limit
+
     def search(self, scope: Scope, query: str, *, top_k: int = 10, mode: SearchMode = "hybrid",
                explain: bool = False) -> SearchResult:
         t0 = time.perf_counter()
@@ -123,6 +128,7 @@ class SearchService:
             prefetch_limit=max(self.settings.prefetch_limit, limit), rrf_k=self.settings.rrf_k,
             weights=(self.settings.dense_weight, self.settings.bm25_weight), with_legs=explain,
             with_dense=dense is not None, acorn=self.settings.acorn,
+            exact=dense is not None and self._small_scope(flt),
         )
         hits = sorted(self.index.search(iq, flt), key=lambda h: (-h.score, h.id))
         legs_ms = {"encode": (t_engine - t_enc) * 1000, "engine": (time.perf_counter() - t_engine) * 1000}

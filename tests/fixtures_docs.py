@@ -1,355 +1,44 @@
-"""Documents made at test time, one generator per format plus the hostile ones.
+"""Documents made at test time: the generators live in ``battery/hostile_files.py`` (the
+hostile-file battery uses them too); this module re-exports them under their old names."""
 
-Every generator returns bytes; nothing binary is committed. Known sentences are constants so a
-test can assert that a parser found them. PDFs are written by hand (reportlab is not a
-dependency): the generator computes a correct cross-reference table, so pypdf reads them in
-strict mode.
-"""
-
-from __future__ import annotations
-
-import io
-import random
-import zipfile
-from email.message import EmailMessage
-from pathlib import Path
-
-TITLE = "Quarterly Travel Policy"
-SECTION = "Hotel Limits"
-SENTENCE = "Employees may book hotels up to two hundred euros per night."
-SENTENCE_2 = "Receipts must be uploaded within thirty days of the trip."
-ATTACHMENT_SENTENCE = "The attached audit report confirms the ledger was reconciled."
-TABLE_ROWS = [["Region", "Cap", "Currency"], ["Berlin", "210", "EUR"], ["Paris", "230", "EUR"], ["London", "250", "GBP"]]
-PDF_PAGES = [
-    ["Revenue grew by eleven percent in the third quarter.", "Costs were flat compared with last year."],
-    ["The board approved the acquisition of Northwind Traders.", "Closing is expected in January."],
-]
-
-
-# -- benign formats ----------------------------------------------------------------------------
-
-
-def make_txt() -> bytes:
-    return f"{TITLE.upper()}\n\n{SENTENCE} {SENTENCE_2}\n".encode()
-
-
-def make_md() -> bytes:
-    return f"# {TITLE}\n\nIntro paragraph for the policy document.\n\n## {SECTION}\n\n{SENTENCE} {SENTENCE_2}\n".encode()
-
-
-def make_html() -> bytes:
-    rows = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in TABLE_ROWS)
-    return (
-        f"<html><head><title>{TITLE}</title></head><body><h1>{TITLE}</h1><p>Intro paragraph for the policy.</p>"
-        f"<h2>{SECTION}</h2><p>{SENTENCE} {SENTENCE_2}</p><table>{rows}</table></body></html>"
-    ).encode()
-
-
-def make_csv() -> bytes:
-    return ("\n".join(",".join(r) for r in TABLE_ROWS) + "\n").encode()
-
-
-def make_docx(paragraphs: int = 0) -> bytes:
-    from docx import Document
-
-    doc = Document()
-    doc.add_heading(TITLE, level=1)
-    doc.add_paragraph("Intro paragraph for the policy document.")
-    doc.add_heading(SECTION, level=2)
-    doc.add_paragraph(f"{SENTENCE} {SENTENCE_2}")
-    for i in range(paragraphs):
-        doc.add_paragraph(f"Filler paragraph number {i} keeps the document longer than one chunk.")
-    table = doc.add_table(rows=len(TABLE_ROWS), cols=len(TABLE_ROWS[0]))
-    for r, row in enumerate(TABLE_ROWS):
-        for c, cell in enumerate(row):
-            table.cell(r, c).text = cell
-    out = io.BytesIO()
-    doc.save(out)
-    return out.getvalue()
-
-
-def make_pptx() -> bytes:
-    from pptx import Presentation
-
-    prs = Presentation()
-    slide = prs.slides.add_slide(prs.slide_layouts[1])  # title and content
-    slide.shapes.title.text = TITLE
-    slide.placeholders[1].text = SENTENCE
-    slide = prs.slides.add_slide(prs.slide_layouts[1])
-    slide.shapes.title.text = SECTION
-    slide.placeholders[1].text = SENTENCE_2
-    out = io.BytesIO()
-    prs.save(out)
-    return out.getvalue()
-
-
-def make_xlsx() -> bytes:
-    from openpyxl import Workbook
-
-    wb = Workbook()
-    ws = wb.active
-    ws.title = "Caps"
-    for row in TABLE_ROWS:
-        ws.append(row)
-    out = io.BytesIO()
-    wb.save(out)
-    return out.getvalue()
-
-
-def make_eml(attachment: tuple[str, bytes] | None = None) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Alice <alice@example.com>"
-    msg["To"] = "bob@example.com"
-    msg["Subject"] = TITLE
-    msg["Date"] = "Thu, 01 Oct 2026 09:00:00 +0000"
-    msg.set_content(f"Hello Bob,\n\n{SENTENCE} {SENTENCE_2}\n\nRegards,\nAlice\n")
-    if attachment is None:
-        attachment = ("audit-report.docx", make_docx_with(ATTACHMENT_SENTENCE))
-    name, data = attachment
-    maintype, subtype = ("text", "plain") if name.endswith(".txt") else ("application", "octet-stream")
-    if maintype == "text":
-        msg.add_attachment(data.decode(), subtype=subtype, filename=name)
-    else:
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return bytes(msg)
-
-
-def make_docx_with(sentence: str) -> bytes:
-    from docx import Document
-
-    doc = Document()
-    doc.add_heading("Audit Report", level=1)
-    doc.add_paragraph(sentence)
-    out = io.BytesIO()
-    doc.save(out)
-    return out.getvalue()
-
-
-def make_pdf(pages: list[list[str]] | None = None, *, page_extra: bytes = b"") -> bytes:
-    """A minimal, valid PDF with a real text layer (Helvetica, one line per sentence);
-    ``page_extra`` is spliced into every page dictionary."""
-    pages = PDF_PAGES if pages is None else pages
-    n = len(pages)
-    # object numbers: 1 catalog, 2 pages, 3 font, then (page, content) pairs
-    objs: dict[int, bytes] = {
-        1: b"<< /Type /Catalog /Pages 2 0 R >>",
-        3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-    }
-    kids = []
-    for i, lines in enumerate(pages):
-        page_no, content_no = 4 + 2 * i, 5 + 2 * i
-        kids.append(f"{page_no} 0 R".encode())
-        ops = [b"BT /F1 12 Tf 72 720 Td 16 TL"]
-        for line in lines:
-            esc = line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-            ops.append(f"({esc}) Tj T*".encode("latin-1"))
-        ops.append(b"ET")
-        stream = b"\n".join(ops)
-        objs[page_no] = (
-            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
-            f"/Contents {content_no} 0 R ".encode() + page_extra + b">>"
-        )
-        objs[content_no] = b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"
-    objs[2] = b"<< /Type /Pages /Kids [" + b" ".join(kids) + b"] /Count %d >>" % n
-    return _pdf_file(objs)
-
-
-def _pdf_file(objs: dict[int, bytes]) -> bytes:
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = {}
-    for num in sorted(objs):
-        offsets[num] = out.tell()
-        out.write(b"%d 0 obj\n" % num + objs[num] + b"\nendobj\n")
-    xref = out.tell()
-    size = max(objs) + 1
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % size)
-    for num in range(1, size):
-        out.write(b"%010d 00000 n \n" % offsets[num] if num in offsets else b"0000000000 65535 f \n")
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (size, xref))
-    return out.getvalue()
-
-
-BENIGN = {
-    "policy.txt": make_txt,
-    "policy.md": make_md,
-    "policy.html": make_html,
-    "announcement.eml": make_eml,
-    "policy.docx": make_docx,
-    "deck.pptx": make_pptx,
-    "caps.xlsx": make_xlsx,
-    "caps.csv": make_csv,
-    "report.pdf": make_pdf,
-}
-
-
-def write_all(folder: Path) -> dict[str, Path]:
-    """Every benign format written under ``folder``; name → path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, make in BENIGN.items():
-        path = folder / name
-        path.write_bytes(make())
-        paths[name] = path
-    return paths
-
-
-# -- hostile files -------------------------------------------------------------------------------
-
-
-def zip_bomb(valid: bytes, *, member_bytes: int = 200 * 1024 * 1024) -> bytes:
-    """``valid`` OOXML plus one member of zeros that deflates ~1000:1 (written in pieces, so
-    building it never holds ``member_bytes`` in memory)."""
-    out = io.BytesIO(valid)
-    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        block = b"\0" * (1024 * 1024)
-        with z.open("customXml/item9.xml", "w", force_zip64=True) as f:
-            for _ in range(member_bytes // len(block)):
-                f.write(block)
-    return out.getvalue()
-
-
-def many_members(valid: bytes, count: int) -> bytes:
-    out = io.BytesIO(valid)
-    with zipfile.ZipFile(out, "a") as z:
-        for i in range(count):
-            z.writestr(f"customXml/x{i}.bin", b"")
-    return out.getvalue()
-
-
-BILLION_LAUGHS = (
-    b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
-    + b"".join(
-        b' <!ENTITY lol%d "%s">\n' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10) for i in range(1, 10)
-    )
-    + b"]>\n"
+from battery.hostile_files import (  # noqa: F401
+    ATTACHMENT_SENTENCE,
+    BENIGN,
+    BILLION_LAUGHS,
+    OLE_MAGIC,
+    PDF_PAGES,
+    PNG,
+    SECTION,
+    SENTENCE,
+    SENTENCE_2,
+    TABLE_ROWS,
+    TITLE,
+    bad_crc,
+    billion_laughs_docx,
+    deep_page_tree_pdf,
+    deeply_nested_pdf,
+    encrypted_ooxml,
+    encrypted_pdf,
+    garbage,
+    huge_line_txt,
+    image_only_pdf,
+    legacy_ole,
+    make_csv,
+    make_docx,
+    make_docx_with,
+    make_eml,
+    make_html,
+    make_md,
+    make_pdf,
+    make_pptx,
+    make_txt,
+    make_xlsx,
+    many_members,
+    owner_only_pdf,
+    plain_zip,
+    replace_member,
+    stream_bomb_pdf,
+    truncated,
+    write_all,
+    zip_bomb,
 )
-
-
-def billion_laughs_docx(*, utf16: bool = False) -> bytes:
-    """A docx whose main part declares the classic entity expansion."""
-    body = BILLION_LAUGHS + (
-        b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
-        b"<w:body><w:p><w:r><w:t>&lol9;</w:t></w:r></w:p></w:body></w:document>"
-    )
-    if utf16:
-        body = body.replace(b'<?xml version="1.0"?>', b'<?xml version="1.0" encoding="UTF-16"?>').decode().encode("utf-16")
-    return replace_member(make_docx(), "word/document.xml", body)
-
-
-def replace_member(valid: bytes, name: str, data: bytes) -> bytes:
-    src = zipfile.ZipFile(io.BytesIO(valid))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for info in src.infolist():
-            z.writestr(info.filename, data if info.filename == name else src.read(info.filename))
-    return out.getvalue()
-
-
-def truncated(valid: bytes, fraction: float = 0.5) -> bytes:
-    return valid[: int(len(valid) * fraction)]
-
-
-def encrypted_pdf(password: str = "s3cret") -> bytes:
-    from pypdf import PdfReader, PdfWriter
-
-    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(make_pdf())))
-    writer.encrypt(user_password=password, owner_password="owner", algorithm="AES-128")
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
-def owner_only_pdf() -> bytes:
-    """Encrypted with an empty user password: readers open it without asking, so must we."""
-    return encrypted_pdf(password="")
-
-
-OLE_MAGIC = bytes.fromhex("D0CF11E0A1B11AE1")
-
-
-def encrypted_ooxml() -> bytes:
-    """What Office writes for a password-protected docx/xlsx/pptx: an OLE compound file holding
-    ``EncryptionInfo`` and ``EncryptedPackage`` streams. Built with msoffcrypto when present,
-    otherwise a bare OLE header (enough for magic-byte detection)."""
-    try:
-        from msoffcrypto.format.ooxml import OOXMLFile
-    except ImportError:  # pragma: no cover
-        return OLE_MAGIC + b"\0" * 504
-    out = io.BytesIO()
-    OOXMLFile(io.BytesIO(make_docx())).encrypt("pw", out)  # type: ignore[attr-defined]
-    return out.getvalue()
-
-
-def legacy_ole() -> bytes:
-    """A readable OLE compound file without encryption streams (what a renamed .doc looks like)."""
-    data = encrypted_ooxml()
-    for name in ("EncryptedPackage", "EncryptionInfo"):
-        data = data.replace(name.encode("utf-16-le"), ("X" + name[1:]).encode("utf-16-le"))
-    return data
-
-
-def bad_crc(valid: bytes, member: str = "word/document.xml") -> bytes:
-    """``valid`` with one byte of ``member`` flipped inside a stored (uncompressed) copy."""
-    src = zipfile.ZipFile(io.BytesIO(valid))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as z:
-        for info in src.infolist():
-            z.writestr(info.filename, src.read(info.filename))
-    data = out.getvalue()
-    body = src.read(member)
-    at = data.index(body) + len(body) // 2
-    return data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1:]
-
-
-def image_only_pdf() -> bytes:
-    """A valid PDF with a page and no text layer (what a scan without OCR looks like)."""
-    return make_pdf([[]])
-
-
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
-
-
-def deeply_nested_pdf(depth: int = 50_000) -> bytes:
-    """A page whose resources hold an array nested ``depth`` levels: recursive parsers overflow."""
-    return make_pdf([["Nested structure page."]], page_extra=b"/Junk " + b"[" * depth + b"]" * depth)
-
-
-def deep_page_tree_pdf(depth: int = 5_000) -> bytes:
-    """A page tree nested ``depth`` Pages nodes deep with one leaf page."""
-    objs: dict[int, bytes] = {1: b"<< /Type /Catalog /Pages 2 0 R >>"}
-    for i in range(depth):
-        num, kid = 2 + i, 3 + i
-        parent = b" /Parent %d 0 R" % (num - 1) if i else b""
-        objs[num] = b"<< /Type /Pages /Kids [%d 0 R] /Count 1%s >>" % (kid, parent)
-    leaf = depth + 2
-    objs[leaf] = b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] >>" % (leaf - 1)
-    return _pdf_file(objs)
-
-
-def stream_bomb_pdf(decompressed_bytes: int = 1024 * 1024 * 1024) -> bytes:
-    """One page whose content stream inflates to ``decompressed_bytes`` of text-showing operators."""
-    import zlib
-
-    comp = zlib.compressobj(9)
-    chunk = b"BT /F1 12 Tf 72 720 Td " + b"(bomb ) Tj " * (4 * 1024 * 1024 // 11) + b"ET\n"
-    parts = [comp.compress(chunk) for _ in range(decompressed_bytes // len(chunk))]
-    data = b"".join(parts) + comp.flush()
-    objs = {
-        1: b"<< /Type /Catalog /Pages 2 0 R >>",
-        2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
-        5: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        4: b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(data) + data + b"\nendstream",
-    }
-    return _pdf_file(objs)
-
-
-def garbage(size: int = 64 * 1024, seed: int = 7) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def huge_line_txt(size: int = 20 * 1024 * 1024) -> bytes:
-    """One line of ``size`` bytes: words, no newline, sentence ends every ~100 words."""
-    words = (b"alpha beta gamma delta epsilon zeta eta theta iota kappa " * 10)[:-1] + b". "
-    return (words * (size // len(words) + 1))[:size]

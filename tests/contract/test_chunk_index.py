@@ -208,3 +208,13 @@ def test_backends_agree(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_estimate_is_a_plausible_count(index: ChunkIndex) -> None:
+    """The planner's cardinality estimate (exact dense search for small scopes) stays within the
+    collection and tracks the exact count's order of magnitude."""
+    index.upsert([point(f"d{i}", 0, f"text {i}", ["group:wide"] + (["group:narrow"] if i < 5 else [])) for i in range(200)])
+    wide, narrow = flt(scope("group:wide")), flt(scope("group:narrow"))
+    assert index.count(wide) == 200 and index.count(narrow) == 5
+    assert 0 <= index.estimate(narrow) <= index.estimate(wide) <= 200
+    assert index.estimate(wide) >= 100

@@ -42,7 +42,7 @@ CASES: list[tuple[str, Callable[[], bytes], str, dict[str, object]]] = [
     ("xlsx-named.docx", docs.make_xlsx, "type_mismatch", {}),
     ("pdf-named.txt", docs.make_pdf, "type_mismatch", {}),
     ("png-named.html", lambda: docs.PNG, "type_mismatch", {}),
-    ("zip-named.pptx", lambda: _plain_zip(), "type_mismatch", {}),
+    ("zip-named.pptx", docs.plain_zip, "type_mismatch", {}),
     ("garbage.txt", docs.garbage, "corrupt_file", {}),
     ("garbage.csv", docs.garbage, "corrupt_file", {}),
     ("garbage.eml", docs.garbage, "corrupt_file", {}),
@@ -57,16 +57,6 @@ CASES: list[tuple[str, Callable[[], bytes], str, dict[str, object]]] = [
     ("huge-line.html", lambda: b"<p>" + docs.huge_line_txt(11 << 20) + b"</p>", "too_large", {}),
     ("scan.pdf", docs.image_only_pdf, "no_text", {}),
 ]
-
-
-def _plain_zip() -> bytes:
-    import io
-    import zipfile
-
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        z.writestr("readme.txt", "not an office file")
-    return out.getvalue()
 
 
 @lru_cache(maxsize=None)

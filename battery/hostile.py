@@ -1,0 +1,502 @@
+"""Hostile-file battery: hundreds of hostile, broken and valid files through one real ingest job.
+
+``python -m battery.hostile [--files 300] [--seed N]``
+
+Generates the files into a temporary source tree (zip bombs by ratio, by total size and by
+member count, and XML bombs — billion laughs, quadratic blow-up, external and parameter
+entities — inside docx/xlsx/pptx; deeply nested PDFs and PDF page trees, PDF stream bombs, huge
+PDFs; truncated files of every format; encrypted PDF (RC4/AES) and Office files; wrong
+extensions; binary garbage; empty files; huge single lines; unsupported types; valid files of
+every format mixed in), then runs one sync job over it through the production pipeline
+(``Ingestor.sync``: the sandboxed parser, the catalog, Qdrant Edge; hash embedder) and checks:
+
+- the job completed and every file has exactly one outcome in it;
+- every bad file failed with a stable error code (a key of ``ingest.parse.ERROR_CODES``), and
+  the one its kind calls for; truncated text formats may also parse (what is left is text);
+- every valid file was ingested, and the catalog and the index agree exactly afterwards;
+- peak RSS of the parser processes (the template and every worker it forked) stayed within
+  1 GiB: ``VmHWM`` of each, polled every 20 ms while the job runs, and, in this command,
+  ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` once the parser pool has been stopped and reaped (an
+  upper bound over every child and reaped descendant);
+- no network connection was attempted: the workers' own guard (socket connect and name
+  resolution refused and counted, reported with every parse and logged as
+  ``parse.network_blocked``) counted nothing, and no parser process ever held an inet socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import logging
+import random
+import re
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from battery import hostile_files as H
+from battery.result import exit_code, write_result
+
+SOURCE = "hostile"
+RSS_LIMIT = 1024 * 1024 * 1024
+OK = "ok"  # the expected outcome of a file that must be ingested
+OFFICE = ("docx", "xlsx", "pptx")
+TEXTS = ("txt", "md", "html", "csv", "eml")
+EXTENSIONS = (*TEXTS, *OFFICE, "pdf")
+Make = Callable[[random.Random, int, bool], tuple[str, bytes, frozenset[str]]]
+
+
+def _codes(*codes: str) -> frozenset[str]:
+    return frozenset(codes)
+
+
+def _valid(ext: str, rng: random.Random, i: int) -> bytes:
+    line = f"Valid document {i}: the {rng.choice(['audit', 'budget', 'travel', 'hiring'])} policy was approved."
+    if ext == "txt":
+        return f"Policy {i}\n\n{line} {H.SENTENCE}\n".encode()
+    if ext == "md":
+        return f"# Policy {i}\n\n{line}\n\n## Details\n\n{H.SENTENCE}\n".encode()
+    if ext == "html":
+        return f"<html><body><h1>Policy {i}</h1><p>{line}</p><p>{H.SENTENCE}</p></body></html>".encode()
+    if ext == "csv":
+        return ("id,item,amount\n" + "".join(f"{i}-{r},{rng.choice(H.TABLE_ROWS)[0]},{r * 10}\n" for r in range(5))).encode()
+    if ext == "eml":
+        return H.make_eml(attachment=(f"note-{i}.txt", f"{line}\n".encode()))
+    if ext == "docx":
+        return H.make_docx_with(line)
+    if ext == "pptx":
+        return H.make_pptx()
+    if ext == "xlsx":
+        return H.make_xlsx()
+    return H.make_pdf([[line, H.SENTENCE]])
+
+
+def _office(ext: str) -> bytes:
+    return {"docx": H.make_docx, "xlsx": H.make_xlsx, "pptx": H.make_pptx}[ext]()
+
+
+# -- the kinds of file: (name, bytes, expected outcomes) for variant i ---------------------------
+
+
+def zip_bomb_ratio(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    ext = OFFICE[i % 3]
+    mib = rng.choice((2, 4) if small else (2, 4, 8, 16, 32))
+    return f"ratio-{mib}mib.{ext}", H.zip_bomb(_office(ext), member_bytes=mib << 20), _codes("zip_bomb")
+
+
+def zip_bomb_total(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    ext = OFFICE[i % 3]
+    return f"total.{ext}", H.zip_total_bomb(_office(ext)), _codes("zip_bomb")
+
+
+def zip_bomb_members(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    ext = OFFICE[i % 3]
+    return f"members.{ext}", H.many_members(_office(ext), 10_001), _codes("zip_bomb")
+
+
+_XML_DTDS = (("laughs", H.BILLION_LAUGHS, None), ("quadratic", H.quadratic_blowup(), None),
+             ("xxe", H.XXE, None), ("parameter-entity", H.PARAMETER_ENTITY, None),
+             ("content-types", H.BILLION_LAUGHS, "[Content_Types].xml"),
+             ("extra-part", H.BILLION_LAUGHS, "customXml/item1.xml"))
+
+
+def xml_bomb(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    ext = OFFICE[i % 3]
+    if i % 7 == 6:
+        return "laughs-utf16.docx", H.billion_laughs_docx(utf16=True), _codes("xml_bomb")
+    name, dtd, part = _XML_DTDS[(i // 3) % len(_XML_DTDS)]
+    return f"{name}.{ext}", H.xml_bomb(_office(ext), ext, dtd, part), _codes("xml_bomb")
+
+
+def pdf_nested(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    if i % 2:
+        depth = rng.randint(5_000, 10_000)
+        return f"page-tree-{depth}.pdf", H.deep_page_tree_pdf(depth), _codes("corrupt_file")
+    depth = rng.randint(50_000, 150_000)
+    return f"nested-{depth}.pdf", H.deeply_nested_pdf(depth), _codes("corrupt_file")
+
+
+def pdf_stream_bomb(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    mib = 100 if small else rng.choice((100, 128, 160))
+    return f"stream-bomb-{mib}mib.pdf", H.stream_bomb_pdf(mib << 20), _codes("zip_bomb")
+
+
+def pdf_huge(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    variant = i % 3
+    if variant == 0:  # over max_file_bytes (50 MiB)
+        return "oversized.pdf", H.oversized_pdf(51 << 20), _codes("too_large")
+    if variant == 1:  # tens of MB of image, no text layer
+        mib = 4 if small else rng.choice((16, 24, 32))
+        return f"image-{mib}mib.pdf", H.big_image_pdf(mib << 20, seed=i), _codes("no_text")
+    pages = 20 if small else rng.choice((100, 150, 200))  # many pages of real text: valid
+    body = [[f"Page {p} of the annual report, line {n}: revenue and costs by region." for n in range(8)]
+            for p in range(pages)]
+    return f"long-{pages}-pages.pdf", H.make_pdf(body), _codes(OK)
+
+
+def truncated(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    ext = EXTENSIONS[i % len(EXTENSIONS)]
+    fraction = rng.uniform(0.05, 0.9)
+    data = H.truncated(_valid(ext, rng, i) if ext in TEXTS else _office(ext) if ext in OFFICE else H.make_pdf(),
+                       fraction)
+    # What is left of a text file is text: parsing it is as right as refusing it.
+    expected = frozenset({OK, "empty_file", "no_text", "corrupt_file"}) if ext in TEXTS else _codes("corrupt_file")
+    return f"cut-{int(fraction * 100)}.{ext}", data, expected
+
+
+def bad_crc(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    ext = OFFICE[i % 3]
+    return f"bad-crc.{ext}", H.bad_crc(_office(ext), H.OOXML_MAIN[ext]), _codes("corrupt_file")
+
+
+_PDF_CIPHERS = ("RC4-40", "RC4-128", "AES-128", "AES-256")
+
+
+def encrypted(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    variant = i % 5
+    if variant < 2:
+        cipher = _PDF_CIPHERS[(i // 5) % len(_PDF_CIPHERS)]
+        return f"locked-{cipher.lower()}.pdf", H.encrypted_pdf(f"pw{i}", cipher), _codes("encrypted")
+    if variant == 4 and i % 2:
+        return "ole-header.xlsx", H.OLE_MAGIC + b"\0" * 504, _codes("encrypted")
+    ext = OFFICE[(i // 5 + variant) % 3]
+    return f"locked.{ext}", H.encrypted_ooxml(_office(ext), f"pw{i}"), _codes("encrypted")
+
+
+_MISNAMED: tuple[tuple[str, Callable[[], bytes]], ...] = (
+    ("docx", H.make_pdf), ("xlsx", H.make_pdf), ("pptx", H.make_pdf), ("pdf", H.make_docx), ("docx", H.make_xlsx),
+    ("xlsx", H.make_pptx), ("pptx", H.make_docx), ("txt", H.make_pdf), ("md", H.make_pdf), ("csv", H.make_pdf),
+    ("eml", H.make_pdf), ("html", lambda: H.PNG), ("txt", H.make_docx), ("pptx", H.plain_zip),
+    ("docx", H.legacy_ole), ("html", lambda: gzip.compress(b"<html>compressed</html>")),
+    ("md", lambda: b"\xff\xd8\xff\xe0" + bytes(256)), ("csv", lambda: b"\x7fELF" + bytes(256)),
+    ("pdf", lambda: H.PNG),
+)
+
+
+def wrong_extension(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    ext, make = _MISNAMED[i % len(_MISNAMED)]
+    return f"misnamed-{i % len(_MISNAMED)}.{ext}", make(), _codes("type_mismatch")
+
+
+def garbage(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    ext = EXTENSIONS[i % len(EXTENSIONS)]
+    size = rng.randint(4, 256) * 1024
+    return f"garbage-{size // 1024}k.{ext}", H.garbage(size, seed=rng.randrange(1 << 30)), _codes("corrupt_file")
+
+
+def empty(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    ext = EXTENSIONS[i % len(EXTENSIONS)]
+    return (f"zero.{ext}", b"", _codes("empty_file")) if i % 2 == 0 else \
+        (f"blank.{ext}", b" \n\t\r\n " * rng.randint(1, 100), _codes("empty_file"))
+
+
+def huge_line(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    if i % 2 == 0:  # plain text: any line length is fine
+        mib = 2 if small else rng.choice((4, 8, 16))
+        return f"line-{mib}mib.txt", H.huge_line_txt(mib << 20), _codes(OK)
+    if (i // 2) % 2:  # libxml2 would silently drop a text node this long: refused
+        return "line-11mib.html", b"<p>" + H.huge_line_txt(11 << 20) + b"</p>", _codes("too_large")
+    return "line-11mib.md", b"# T\n\n" + H.huge_line_txt(11 << 20), _codes("too_large")
+
+
+def unsupported(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    name = ("program.exe", "blob.bin", "legacy.doc", "archive.zip", "data.json", "letter.rtf", "noextension")[i % 7]
+    return name, b"MZ\x90\x00" + bytes(64), _codes("unsupported_type")
+
+
+def no_text(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    if i % 2:
+        from docx import Document
+
+        out = io.BytesIO()
+        Document().save(out)
+        return "blank.docx", out.getvalue(), _codes("no_text")
+    return "scan.pdf", H.image_only_pdf(), _codes("no_text")
+
+
+def too_large(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    ext = ("txt", "docx", "csv")[i % 3]
+    return f"oversized.{ext}", b"a " * (26 << 20), _codes("too_large")
+
+
+def valid(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    ext = EXTENSIONS[i % len(EXTENSIONS)]
+    if i % 13 == 11:
+        return "owner-password-only.pdf", H.owner_only_pdf(), _codes(OK)
+    if i % 13 == 12:  # a hostile attachment must not cost the message its body
+        evil = (H.billion_laughs_docx() if i % 2 else H.encrypted_pdf())
+        return "evil-attachment.eml", H.make_eml(attachment=("evil.docx" if i % 2 else "evil.pdf", evil)), _codes(OK)
+    return f"valid-{i}.{ext}", _valid(ext, rng, i), _codes(OK)
+
+
+# kind -> (generator, files per 300)
+KINDS: dict[str, tuple[Make, int]] = {
+    "zip_bomb_ratio": (zip_bomb_ratio, 24), "zip_bomb_total": (zip_bomb_total, 3),
+    "zip_bomb_members": (zip_bomb_members, 3), "xml_bomb": (xml_bomb, 30), "pdf_nested": (pdf_nested, 12),
+    "pdf_stream_bomb": (pdf_stream_bomb, 6), "pdf_huge": (pdf_huge, 6), "truncated": (truncated, 36),
+    "bad_crc": (bad_crc, 9), "encrypted": (encrypted, 15), "wrong_extension": (wrong_extension, 30),
+    "garbage": (garbage, 30), "empty": (empty, 15), "huge_line": (huge_line, 6), "unsupported": (unsupported, 6),
+    "no_text": (no_text, 3), "too_large": (too_large, 3), "valid": (valid, 63),
+}
+
+
+def plan(files: int) -> dict[str, int]:
+    """Files per kind for a total of ``files``: in proportion, at least one of each kind."""
+    weights = sum(w for _, w in KINDS.values())
+    counts = {k: max(1, round(w * files / weights)) for k, (_, w) in KINDS.items()}
+    order = sorted(KINDS, key=lambda k: -KINDS[k][1])
+    j = 0
+    while sum(counts.values()) != files and j < 10 * len(order):
+        k = order[j % len(order)]
+        if sum(counts.values()) < files:
+            counts[k] += 1
+        elif counts[k] > 1:
+            counts[k] -= 1
+        j += 1
+    return counts
+
+
+def generate(root: Path, files: int, seed: int, small: bool) -> dict[str, tuple[str, frozenset[str]]]:
+    """Writes the tree; doc id -> (kind, expected outcomes)."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "acl.toml").write_text('[folders."."]\nallow = ["tenant:acme"]\n')
+    expected: dict[str, tuple[str, frozenset[str]]] = {}
+    for kind, n in plan(files).items():
+        make = KINDS[kind][0]
+        for i in range(n):
+            name, data, outcome = make(rng, i, small)
+            rel = f"{kind}/{i:03d}-{name}"
+            (root / kind).mkdir(exist_ok=True)
+            (root / rel).write_bytes(data)
+            expected[rel] = (kind, outcome)
+    return expected
+
+
+# -- watching the parser processes ---------------------------------------------------------------
+
+
+class ParserMonitor:
+    """Polls the sandbox's template and every process under it: peak RSS (``VmHWM``, which the
+    kernel keeps as a high-water mark, so a 20 ms poll misses nothing but the last moments of a
+    process) and any inet socket."""
+
+    def __init__(self, pool: Any, interval_s: float = 0.02) -> None:
+        self.pool = pool
+        self.interval_s = interval_s
+        self.peak: dict[int, int] = {}
+        self.connections: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="parser-monitor", daemon=True)
+
+    def __enter__(self) -> "ParserMonitor":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil
+
+        tick = 0
+        while not self._stop.is_set():
+            tick += 1
+            tpl = self.pool.template_pid
+            if tpl is not None:
+                try:
+                    procs = [psutil.Process(tpl), *psutil.Process(tpl).children(recursive=True)]
+                except psutil.Error:
+                    procs = []
+                for p in procs:
+                    self._sample(p, tick % 5 == 0)
+            self._stop.wait(self.interval_s)
+
+    def _sample(self, p: Any, sockets: bool) -> None:
+        import psutil
+
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                hwm = re.search(r"VmHWM:\s+(\d+) kB", f.read())
+            if hwm:
+                self.peak[p.pid] = max(self.peak.get(p.pid, 0), int(hwm.group(1)) * 1024)
+            if sockets:
+                for c in p.net_connections(kind="inet"):
+                    self.connections.append(f"pid {p.pid}: {c.laddr} -> {c.raddr} {c.status}")
+        except (OSError, psutil.Error):
+            pass  # it ended between the listing and the read
+
+
+class _NetworkLog(logging.Handler):
+    """Counts the refusals the workers' network guard reports (``parse.network_blocked``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.attempts = 0
+        self.files: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("parse.network_blocked"):
+            self.attempts += int(record.args[1]) if isinstance(record.args, tuple) else 1
+            self.files.append(str(record.args[0]) if isinstance(record.args, tuple) else "?")
+
+
+# -- the battery ---------------------------------------------------------------------------------
+
+
+@dataclass
+class HostileConfig:
+    files: int = 300
+    seed: int = 9
+    small: bool = False  # smaller bombs and huge files (fast tests)
+    rusage_bound: bool = True  # also bound RSS by RUSAGE_CHILDREN (only meaningful in a process of its own)
+    work_dir: Path | None = None
+    log: Callable[[str], None] = print
+
+
+def run_battery(cfg: HostileConfig) -> dict[str, Any]:
+    from api.services import build_services
+    from core.settings import EmbedderSettings, Settings, StorageSettings
+    from ingest.parse import ERROR_CODES
+    from ingest.sandbox import shared_pool
+    from ingest.sources import FilesystemSource
+
+    started = time.monotonic()
+    own_dir = cfg.work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="clearance-hostile-")) if own_dir else Path(cfg.work_dir)  # type: ignore[arg-type]
+    root = work / SOURCE
+    t0 = time.monotonic()
+    expected = generate(root, cfg.files, cfg.seed, cfg.small)
+    generate_s = time.monotonic() - t0
+    on_disk = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    cfg.log(f"generated {len(expected)} files ({on_disk / 2**20:.0f} MiB) in {generate_s:.1f} s")
+
+    settings = Settings(storage=StorageSettings(data_dir=work / "var"), embedder=EmbedderSettings(kind="hash"))
+    pool = shared_pool(settings.ingest)
+    pool.close()  # fresh parser processes: their peak RSS is this job's alone
+    net = _NetworkLog()
+    sandbox_log = logging.getLogger("ingest.sandbox")
+    sandbox_log.addHandler(net)
+    violations: list[str] = []
+    services = build_services(settings)
+    try:
+        with ParserMonitor(pool) as monitor:
+            t0 = time.monotonic()
+            report = services.ingestor.sync(FilesystemSource(root, SOURCE))
+            job_s = time.monotonic() - t0
+            guard_attempts = pool.network_attempts
+        items = {i.doc_key.split(f"/{SOURCE}/", 1)[1]: i for i in services.catalog.job_items(report.job_id)}
+        job = next(j for j in services.catalog.jobs(SOURCE, limit=1))
+        # Catalog and index agree exactly.
+        rows = {r.doc_id: r for r in services.catalog.documents(source=SOURCE)}
+        ids = [pid for r in rows.values() for pid in r.ids]
+        found = {h.id for h in services.index.retrieve(ids)}
+        if len(ids) != len(set(ids)) or found != set(ids) or services.index.size() != len(ids):
+            violations.append(f"catalog and index disagree: {len(ids)} catalog ids, {len(found)} found, "
+                              f"{services.index.size()} in the index")
+    finally:
+        services.close()
+        sandbox_log.removeHandler(net)
+        pool.close()  # workers reaped by the template, the template by us: counted in RUSAGE_CHILDREN
+    rusage_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+    codes: Counter[str] = Counter()
+    by_kind: Counter[str] = Counter()
+    valid_total = valid_ingested = tolerated_ingested = 0
+    for rel, (kind, outcome) in sorted(expected.items()):
+        by_kind[kind] += 1
+        item = items.get(rel)
+        if item is None:
+            violations.append(f"{rel}: no outcome in the job")
+            continue
+        if item.outcome == "failed":
+            codes[str(item.error_code)] += 1
+            if item.error_code not in ERROR_CODES:
+                violations.append(f"{rel}: unstable error code {item.error_code!r}: {item.error_message}")
+            elif item.error_code not in outcome:
+                violations.append(f"{rel} ({kind}): failed with {item.error_code}, expected {sorted(outcome)}: "
+                                  f"{item.error_message}")
+            elif OK in outcome and len(outcome) == 1:
+                violations.append(f"{rel}: a valid file failed: {item.error_code}: {item.error_message}")
+        elif item.outcome == "added":
+            row = rows.get(rel)
+            if OK not in outcome:
+                violations.append(f"{rel} ({kind}): ingested, expected {sorted(outcome)}")
+            elif row is None or not row.ids or item.chunks < 1:
+                violations.append(f"{rel}: reported added but has no chunks in the catalog")
+            elif len(outcome) == 1:
+                valid_ingested += 1
+            else:
+                tolerated_ingested += 1
+        else:
+            violations.append(f"{rel}: unexpected outcome {item.outcome}")
+        valid_total += int(outcome == frozenset({OK}))
+    psutil_peak = max(monitor.peak.values(), default=0)
+    if not monitor.peak:
+        violations.append("the parser processes were never observed")
+    bound = max(psutil_peak, rusage_peak) if cfg.rusage_bound else psutil_peak
+    if bound > RSS_LIMIT:
+        violations.append(f"parser peak RSS {bound / 2**20:.0f} MiB over {RSS_LIMIT / 2**20:.0f} MiB")
+    if job.state != "done":
+        violations.append(f"job ended {job.state}")
+    network = max(net.attempts, guard_attempts) + len(monitor.connections)
+    if network:
+        violations.append(f"network attempts: guard {net.attempts} ({net.files[:5]}), "
+                          f"sockets {monitor.connections[:5]}")
+    bad_total = sum(1 for _, o in expected.values() if OK not in o)
+    figures = {
+        "files": len(expected),
+        "files_on_disk_mib": round(on_disk / 2**20, 1),
+        "files_by_kind": dict(by_kind),
+        "bad_files": bad_total,
+        "bad_files_errored_with_expected_code": sum(
+            1 for rel, (_, o) in expected.items() if OK not in o and rel in items
+            and items[rel].outcome == "failed" and items[rel].error_code in o),
+        "errors_by_code": dict(sorted(codes.items(), key=lambda kv: -kv[1])),
+        "valid_ingested": f"{valid_ingested}/{valid_total}",
+        "truncated_text_ingested": tolerated_ingested,
+        "chunks": report.chunks,
+        "job_completed": job.state == "done",
+        "job_wall_s": round(job_s, 1),
+        "generate_s": round(generate_s, 1),
+        "parser_processes_seen": len(monitor.peak),
+        "parser_peak_rss_mib": round(psutil_peak / 2**20, 1),
+        "parser_peak_rss_rusage_mib": round(rusage_peak / 2**20, 1) if cfg.rusage_bound else None,
+        "network_attempts": network,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+    passed = not violations and valid_total > 0 and valid_ingested == valid_total and bad_total > 0
+    if own_dir:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"passed": passed, "figures": figures, "violations": violations}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m battery.hostile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=9)
+    args = parser.parse_args(argv)
+    started = time.time()
+    result = run_battery(HostileConfig(files=args.files, seed=args.seed))
+    command = "python -m battery.hostile " + " ".join(argv if argv is not None else sys.argv[1:])
+    path = write_result("hostile", passed=result["passed"], figures=result["figures"], command=command.strip(),
+                        violations=result["violations"], started=started)
+    print(json.dumps(result["figures"], indent=1))
+    for v in result["violations"][:30]:
+        print("VIOLATION:", v, file=sys.stderr)
+    print(f"{'PASS' if result['passed'] else 'FAIL'}: {path}")
+    return exit_code(result["passed"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

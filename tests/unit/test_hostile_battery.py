@@ -1,0 +1,30 @@
+"""Fast version of the hostile-file battery (``python -m battery.hostile``): 40 hostile, broken and
+valid files of every kind through one real sync job (sandboxed parser, catalog, Edge index)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from battery.hostile import KINDS, RSS_LIMIT, HostileConfig, plan, run_battery
+from ingest.parse import ERROR_CODES
+
+
+def test_plan_covers_every_kind_and_the_requested_total() -> None:
+    for files in (40, 300, 1000):
+        counts = plan(files)
+        assert sum(counts.values()) == files and set(counts) == set(KINDS) and min(counts.values()) >= 1
+
+
+def test_every_bad_file_fails_alone_with_its_code_and_every_valid_file_is_ingested(tmp_path: Path) -> None:
+    # RUSAGE_CHILDREN would count every child this test process ever had: bound by polling only.
+    result = run_battery(HostileConfig(files=40, seed=3, small=True, rusage_bound=False, work_dir=tmp_path,
+                                       log=lambda _line: None))
+    f = result["figures"]
+    assert result["passed"], result["violations"]
+    assert f["files"] == 40 and f["job_completed"]
+    assert f["bad_files"] > 0 and f["bad_files_errored_with_expected_code"] == f["bad_files"]
+    assert set(f["errors_by_code"]) <= set(ERROR_CODES)
+    ingested, total = map(int, f["valid_ingested"].split("/"))
+    assert total > 0 and ingested == total
+    assert 0 < f["parser_peak_rss_mib"] * 2**20 <= RSS_LIMIT
+    assert f["network_attempts"] == 0
