@@ -23,8 +23,6 @@ entitled), **misses** (entitled but not returned where the path must return it) 
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -43,6 +41,7 @@ from auth.validator import TokenValidator, TrustedIssuer
 from core.audit import acl_fingerprint, principals_hash
 from core.settings import EmbedderSettings, IngestSettings, RetrievalSettings, Settings, StorageSettings
 from core.types import Acl, SourceDocument
+from battery.live_server import LiveServer
 from ingest.pipeline import Ingestor, point_id
 
 DAY = 86_400
@@ -66,34 +65,6 @@ def utcnow() -> datetime:
 # -- the server ---------------------------------------------------------------------------------
 
 
-class LiveServer:
-    """The real ASGI app behind uvicorn on a free loopback port, in a thread."""
-
-    def __init__(self, app: object) -> None:
-        import socket
-
-        import uvicorn
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                                    access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.time() + 60
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 def duel_settings(data_dir: Path) -> Settings:

@@ -423,7 +423,7 @@ def serve(tmp: Path, *, corpus: Path | None = DEMO, log_level: str = "INFO") -> 
     from api.services import build_services
     from core.settings import EmbedderSettings, Settings, StorageSettings
     from ingest.sources import FilesystemSource
-    from tests.conftest import LiveServer
+    from battery.live_server import LiveServer
 
     settings = Settings(storage=StorageSettings(data_dir=tmp / "var"), embedder=EmbedderSettings(kind="hash"),
                         log_level=log_level)

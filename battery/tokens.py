@@ -151,7 +151,7 @@ def oidc_app(tmp: Path, ctx: Ctx, **auth: Any) -> Iterator[str]:
     from api.app import create_app
     from api.services import build_services
     from core.settings import AuthSettings, EmbedderSettings, Settings, StorageSettings
-    from tests.conftest import LiveServer
+    from battery.live_server import LiveServer
 
     settings = Settings(storage=StorageSettings(data_dir=tmp / "var"), embedder=EmbedderSettings(kind="hash"),
                         auth=AuthSettings(mode="oidc", issuers=[issuer_settings(ctx)], **auth))

@@ -91,7 +91,7 @@ def floor(data_dir: Path, scifact: Path, texts: list[str]) -> dict[str, float]:
     from datetime import datetime, timezone
 
     from bench.corpus import NOW_TS
-    from core.settings import EmbedderSettings
+    from core.settings import EmbedderSettings, RetrievalSettings
     from core.types import Entitlements, Scope
     from retrieval.bm25 import Bm25Encoder
     from retrieval.edge_index import EdgeIndex
@@ -116,9 +116,13 @@ def floor(data_dir: Path, scifact: Path, texts: list[str]) -> dict[str, float]:
     index = EdgeIndex(data_dir / "edge", 384)
     flt = compile_scope(Scope(Entitlements("b", "b", "bench", frozenset({SELECTIVITY["10%"], "user:bench-user", "tenant:bench"}))),
                         now=datetime.fromtimestamp(NOW_TS, timezone.utc))
+    limit = RetrievalSettings().exact_below_points
     for t, v in zip(texts[:120], vecs):
-        q = IndexQuery(mode="hybrid", limit=10, dense=v.tolist(), sparse=enc.encode_query(t), prefetch_limit=50, rrf_k=60, with_dense=True)
+        sparse = enc.encode_query(t)
         t0 = time.perf_counter()
+        small = 0 < limit and index.estimate(flt) <= limit  # the service's plan, timed with it
+        q = IndexQuery(mode="hybrid", limit=10, dense=v.tolist(), sparse=sparse, prefetch_limit=50, rrf_k=60, with_dense=True,
+                       exact=small)
         index.search(q, flt)
         eng_ms.append((time.perf_counter() - t0) * 1000)
     index.close()

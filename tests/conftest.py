@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -81,35 +78,7 @@ def minilm():
     return MiniLmEmbedder(EmbedderSettings())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LiveServer:
-    """The real ASGI app behind uvicorn on a loopback port, in a thread."""
-
-    def __init__(self, app: object) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+from battery.live_server import LiveServer, free_port  # noqa: E402  (shared with the battery)
 
 
 @pytest.fixture
