@@ -73,9 +73,10 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def minilm():
-    from retrieval.embedder import MiniLmEmbedder
+    """The production encoder (ONNX Runtime by default); the torch reference is in test_onnx_embedder."""
+    from retrieval.embedder import build_embedder
 
-    return MiniLmEmbedder(EmbedderSettings())
+    return build_embedder(EmbedderSettings())
 
 
 from battery.live_server import LiveServer, free_port  # noqa: E402  (shared with the battery)
