@@ -33,16 +33,19 @@ spans of SciFact abstracts with their seed vector perturbed (sigma 0.08).
 
 ## Reading these figures
 
-- **1M chunks, end to end (goal p50 ≤ 20 ms, p99 ≤ 50 ms): missed.** At concurrency 1 the p50
-  is about 1.6x the floor, and the floor alone is about 20 ms: the engine's hybrid query (dense
-  leg with ACORN over the 100k chunks a 10 %-visible caller sees, plus the BM25 leg over posting
-  lists 10x longer than at 100k) takes ~17 ms p50 on these 2 cores, and query encoding 3.4 ms.
-  The rest (~12 ms) is HTTP, JWT validation, the audit write, the response, and the load
-  generator sharing the two cores. What would move it: a faster engine-side plan at 1M (the BM25
-  leg grows linearly with posting-list length; both legs run one after the other in one call),
-  or more cores (at concurrency 4 and 8 throughput stays at ~31-35 qps because both cores are busy).
-- **Query encoding** went from 10.6 ms (torch/sentence-transformers) to 3.4 ms (ONNX Runtime,
-  same vectors); the search route now makes one thread-pool hop instead of five.
+- **1M chunks, end to end (goal p50 ≤ 20 ms, p99 ≤ 50 ms): missed.** The floor alone is about
+  20-29 ms: the engine's hybrid query (dense leg with ACORN over the 100k chunks a 10 %-visible
+  caller sees, plus the BM25 leg over posting lists 10x longer than at 100k, one after the other
+  in one call) takes 17-25 ms p50 on these 2 cores, and query encoding 3.3-3.4 ms. The 1M figures
+  move between runs with how much of the 4.3 GB index is in the page cache: the run right after the
+  engine benchmark measured p50 33.0 / p99 56.6 ms (engine floor 17.0 ms); the table shows the last
+  run (after the test suite had churned the cache). HTTP, JWT validation, the audit write and the
+  response add ~5 ms (service time vs client time, measured at 1M). What would move it: a faster
+  engine-side plan at 1M, or more cores (at concurrency 4 and 8 throughput stays at ~37 qps
+  because both cores are busy).
+- **Per-request work outside the engine** was cut three ways in this round: query encoding 10.6 →
+  3.4 ms (ONNX), five thread-pool hops → two, and snippets for the returned hits only with a
+  cached per-word stem (they cost ~5 ms per query before, from stemming every word of 15 chunks).
 - **Recall under restrictive ACLs.** Filtered HNSW without payload-aware links loses the graph:
   at 1M chunks plain filtered HNSW finds 0.0 of the exact top 10 at 1 % visible and 0.13 at 10 %.
   ACORN (`retrieval.acorn`) restores 5-50 % (0.96-0.99) but not 1 % at 1M (0.41). The planner

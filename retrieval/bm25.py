@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -51,9 +52,15 @@ def validate_sparse(indices: tuple[int, ...] | list[int], values: tuple[float, .
             raise ValueError("sparse vector: non-finite value")
 
 
-@lru_cache(maxsize=1)
+_LOCAL = threading.local()
+
+
 def _stemmer() -> Stemmer.Stemmer:
-    return Stemmer.Stemmer("english")
+    # One per thread: PyStemmer objects keep internal state (a cache), so threads do not share one.
+    st = getattr(_LOCAL, "stemmer", None)
+    if st is None:
+        st = _LOCAL.stemmer = Stemmer.Stemmer("english")
+    return st
 
 
 @lru_cache(maxsize=200_000)
@@ -64,6 +71,13 @@ def term_id(term: str) -> int:
 def tokenize(text: str, *, stem: bool = True, stop_words: bool = True) -> list[str]:
     words = [w for w in _TOKEN.findall(text.lower()) if not (stop_words and w in STOP_WORDS)]
     return _stemmer().stemWords(words) if stem else words
+
+
+@lru_cache(maxsize=200_000)
+def word_term(word: str, stem: bool = True, stop_words: bool = True) -> str | None:
+    """The BM25 term of one word (None for a stop word): snippets mark words one by one."""
+    t = tokenize(word, stem=stem, stop_words=stop_words)
+    return t[0] if t else None
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,9 @@ class Bm25Encoder:
 
     def tokenize(self, text: str) -> list[str]:
         return tokenize(text, stem=self.stem, stop_words=self.stop_words)
+
+    def word_term(self, word: str) -> str | None:
+        return word_term(word, self.stem, self.stop_words)
 
     def encode_document(self, text: str) -> SparseVector:
         tokens = self.tokenize(text)

@@ -24,7 +24,7 @@ from core.errors import InvalidRequestError, NotFoundError
 from core.logging import Log
 from core.settings import RetrievalSettings
 from core.types import Scope, SearchMode
-from retrieval.bm25 import Bm25Encoder, tokenize
+from retrieval.bm25 import Bm25Encoder, word_term
 from retrieval.embedder import Embedder
 from retrieval.index import ChunkIndex, IndexHit, IndexQuery
 from retrieval.rerank import Reranker
@@ -131,6 +131,8 @@ class SearchService:
             exact=dense is not None and self._small_scope(flt),
         )
         hits = sorted(self.index.search(iq, flt), key=lambda h: (-h.score, h.id))
+        if self.reranker is None:
+            hits = hits[:top_k]  # snippets and cosines only for what is returned
         legs_ms = {"encode": (t_engine - t_enc) * 1000, "engine": (time.perf_counter() - t_engine) * 1000}
         terms = set(self.bm25.tokenize(query))
         qvec = np.asarray(dense, dtype=np.float32) if dense is not None else None
@@ -175,7 +177,7 @@ class SearchService:
             granted = sorted(set(p.get("acl_allow", [])) & explain_scope.entitlements.principals)
             explain = {"leg_scores": h.leg_scores, "leg_ranks": h.leg_ranks, "granted_by": granted,
                        "dense_cosine": cosine}
-        return SearchHit(h.id, h.score, text, snippet(text, terms, tokenizer=self.bm25.tokenize), {k: p.get(k) for k in PROVENANCE_FIELDS}, explain,
+        return SearchHit(h.id, h.score, text, snippet(text, terms, word_term=self.bm25.word_term), {k: p.get(k) for k in PROVENANCE_FIELDS}, explain,
                          cosine, payload_acl_fingerprint(p))
 
     def document(self, scope: Scope, source: str, doc_id: str) -> dict[str, Any]:
@@ -206,9 +208,9 @@ class SearchService:
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
-def snippet(text: str, terms: set[str], width: int = 240, tokenizer: Callable[[str], list[str]] = tokenize) -> str:
+def snippet(text: str, terms: set[str], width: int = 240, word_term: Callable[[str], str | None] = word_term) -> str:
     """A window of ``text`` around the first query term, with matched words in ``**bold**``."""
-    matches = [m for m in _WORD.finditer(text) if (t := tokenizer(m.group(0))) and t[0] in terms]
+    matches = [m for m in _WORD.finditer(text) if word_term(m.group(0)) in terms]
     start = max(0, matches[0].start() - width // 3) if matches else 0
     end = min(len(text), start + width)
     out, pos = [], start
