@@ -9,25 +9,19 @@ Fails on any leak, count mismatch, forged token not refused with 401, or error r
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
-from pathlib import Path
 
-from battery.loadgen import Target, bench_dir, peak_rss_mb, query_texts, run_load, start_server, tokens
+from battery.loadgen import Target, bench_dir, load_args, query_texts, run_load, tokens
+from bench.server import peak_rss_mb, start_server
 from battery.result import exit_code, write_result
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--chunks", type=int, default=100_000)
+    ap = load_args(port=8791)
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--sample", type=float, default=1.0, help="share of answers whose hits are ACL-checked")
-    ap.add_argument("--data-dir", type=Path, default=Path("var"))
-    ap.add_argument("--scifact", type=Path, default=Path("../shared/datasets/scifact"))
-    ap.add_argument("--port", type=int, default=8791)
     args = ap.parse_args(argv)
     started = time.time()
     d = bench_dir(args.data_dir, args.chunks)

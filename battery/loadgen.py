@@ -12,12 +12,10 @@ named in 3 % of the deny lists (holding the 95 % group), a user in two groups, a
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import os
 import random
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -220,34 +218,6 @@ async def run_load(target: Target, toks: dict[str, str], texts: list[str], *, n_
     return tally, time.perf_counter() - t0
 
 
-def start_server(data_dir: Path, port: int, timeout_s: float = 180) -> subprocess.Popen:
-    env = {**os.environ, "CLEARANCE_STORAGE__DATA_DIR": str(data_dir), "CLEARANCE_AUTH__DEV_TENANT": "bench",
-           "CLEARANCE_INGEST__TENANT": "bench", "CLEARANCE_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-c", "from api.cli import run; run()", "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    t0 = time.time()
-    while time.time() - t0 < timeout_s:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else "server died")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
 def query_texts(scifact: Path, n: int = 500, seed: int = 11) -> list[str]:
     """Six-word spans of SciFact abstracts: the corpus the bench index's text and vectors come from."""
     import json
@@ -260,6 +230,17 @@ def query_texts(scifact: Path, n: int = 500, seed: int = 11) -> list[str]:
         start = rng.randrange(max(1, len(words) - 6))
         out.append(" ".join(words[start:start + 6]) or "cell")
     return out
+
+
+def load_args(port: int) -> argparse.ArgumentParser:
+    """The options the load and restart checks share."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chunks", type=int, default=100_000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--data-dir", type=Path, default=Path("var"))
+    ap.add_argument("--scifact", type=Path, default=Path("../shared/datasets/scifact"))
+    ap.add_argument("--port", type=int, default=port)
+    return ap
 
 
 def bench_dir(data_dir: Path, chunks: int) -> Path:

@@ -10,17 +10,16 @@ the server is down are counted as outage errors, not failures.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 
-from battery.loadgen import PERSONAS, Tally, Target, bench_dir, oracle_count, query_texts, run_load, start_server, tokens
+from battery.loadgen import PERSONAS, Tally, Target, bench_dir, load_args, oracle_count, query_texts, run_load, tokens
+from bench.server import start_server
 from battery.result import exit_code, write_result
 
 
@@ -40,13 +39,8 @@ def probe(url: str, toks: dict[str, str], texts: list[str]) -> dict[str, object]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--chunks", type=int, default=100_000)
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap = load_args(port=8792)
     ap.add_argument("--phase-s", type=float, default=40.0, help="load between restarts")
-    ap.add_argument("--data-dir", type=Path, default=Path("var"))
-    ap.add_argument("--scifact", type=Path, default=Path("../shared/datasets/scifact"))
-    ap.add_argument("--port", type=int, default=8792)
     args = ap.parse_args(argv)
     started = time.time()
     d = bench_dir(args.data_dir, args.chunks)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -24,24 +23,7 @@ import httpx
 from bench.corpus import SELECTIVITY
 from bench.engine import common_args, index_path, pct, seed_from_cache
 from bench.corpus import queries as make_queries
-from battery.loadgen import peak_rss_mb
-
-
-def start_server(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "CLEARANCE_STORAGE__DATA_DIR": str(data_dir), "CLEARANCE_AUTH__DEV_TENANT": "bench",
-           "CLEARANCE_INGEST__TENANT": "bench", "CLEARANCE_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-c", "from api.cli import run; run()", "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    t0 = time.time()
-    while time.time() - t0 < 180:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else "server died")
-    raise RuntimeError("server did not start")
+from bench.server import peak_rss_mb, start_server
 
 
 def mint(data_dir: Path, group: str) -> str:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from battery import restart
-from battery.loadgen import PERSONAS, Target, oracle_count, query_texts, run_load, start_server, tokens
+from battery.loadgen import PERSONAS, Target, oracle_count, query_texts, run_load, tokens
+from bench.server import start_server
 from bench.corpus import _seed
 from bench.engine import build, index_path
 from retrieval.bm25 import Bm25Encoder

@@ -1,0 +1,40 @@
+"""A real ``clearance serve`` in a subprocess on loopback over a bench data dir (tenant ``bench``):
+shared by the end-to-end benchmark and the battery's load and restart checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def start_server(data_dir: Path, port: int, timeout_s: float = 180) -> subprocess.Popen:
+    env = {**os.environ, "CLEARANCE_STORAGE__DATA_DIR": str(data_dir), "CLEARANCE_AUTH__DEV_TENANT": "bench",
+           "CLEARANCE_INGEST__TENANT": "bench", "CLEARANCE_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-c", "from api.cli import run; run()", "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while time.time() - t0 < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else "server died")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
