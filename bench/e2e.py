@@ -80,6 +80,7 @@ def floor(data_dir: Path, scifact: Path, texts: list[str]) -> dict[str, float]:
     from retrieval.embedder import MiniLmEmbedder, build_embedder
     from retrieval.index import IndexQuery
     from retrieval.scope_filter import compile_scope
+    from retrieval.service import small_scope
 
     emb = build_embedder(EmbedderSettings())  # what the server uses (ONNX Runtime by default)
     enc = Bm25Encoder()
@@ -98,11 +99,11 @@ def floor(data_dir: Path, scifact: Path, texts: list[str]) -> dict[str, float]:
     index = EdgeIndex(data_dir / "edge", 384)
     flt = compile_scope(Scope(Entitlements("b", "b", "bench", frozenset({SELECTIVITY["10%"], "user:bench-user", "tenant:bench"}))),
                         now=datetime.fromtimestamp(NOW_TS, timezone.utc))
-    limit = RetrievalSettings().exact_below_points
+    exact_below = RetrievalSettings().exact_below_points
     for t, v in zip(texts[:120], vecs):
         sparse = enc.encode_query(t)
         t0 = time.perf_counter()
-        small = 0 < limit and index.estimate(flt) <= limit  # the service's plan, timed with it
+        small = small_scope(index, flt, exact_below)  # the service's plan, timed with it
         q = IndexQuery(mode="hybrid", limit=10, dense=v.tolist(), sparse=sparse, prefetch_limit=50, rrf_k=60, with_dense=True,
                        exact=small)
         index.search(q, flt)

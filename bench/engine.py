@@ -27,6 +27,7 @@ from retrieval.bm25 import Bm25Encoder
 from retrieval.edge_index import EdgeIndex
 from retrieval.index import IndexQuery
 from retrieval.scope_filter import compile_scope
+from retrieval.service import small_scope
 from core.settings import RetrievalSettings
 
 EXACT_BELOW = RetrievalSettings().exact_below_points  # the production planner's threshold
@@ -89,7 +90,7 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
                 sparse = enc.encode_query(text)
                 t = time.perf_counter()
                 # as SearchService plans it: exact dense search for small scopes (the estimate is timed too)
-                small = mode != "bm25" and EXACT_BELOW > 0 and index.estimate(flt) <= EXACT_BELOW
+                small = mode != "bm25" and small_scope(index, flt, EXACT_BELOW)
                 q = IndexQuery(mode=mode, limit=10, dense=vec.tolist(), sparse=sparse, prefetch_limit=50,  # type: ignore[arg-type]
                                rrf_k=60, exact=small)
                 index.search(q, flt)
@@ -103,7 +104,7 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
     for label in ("1%", "5%", "10%", "50%"):
         flt = compile_scope(Scope(Entitlements("bench", "bench", "bench", frozenset({SELECTIVITY[label]}))), now=now)
         got: dict[str, list[float]] = {"default": [], "acorn": [], "plain": []}
-        small = EXACT_BELOW > 0 and index.estimate(flt) <= EXACT_BELOW
+        small = small_scope(index, flt, EXACT_BELOW)
         for text, vec in qs[:100]:
             base = dict(mode="dense", limit=10, dense=vec.tolist(), sparse=None, prefetch_limit=50, rrf_k=60)
             exact = {h.id for h in index.search(IndexQuery(**base, exact=True), flt)}  # type: ignore[arg-type]

@@ -104,21 +104,6 @@ def _checked(vecs: np.ndarray, dim: int) -> np.ndarray:
     return vecs
 
 
-class _Checked:
-    """Every vector an embedder hands out is finite and of the declared shape."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self._inner = inner
-        self.dim = inner.dim
-        self.name = inner.name
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return _checked(self._inner.embed(texts), self.dim)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return _checked(self._inner.embed_query(text)[None, :], self.dim)[0]
-
-
 def build_embedder(settings: EmbedderSettings) -> Embedder:
     if settings.kind == "hash":
         return HashEmbedder(settings.dim)
@@ -127,5 +112,5 @@ def build_embedder(settings: EmbedderSettings) -> Embedder:
 
         model_dir = Path(settings.model_path) if settings.model_path else packaged_model_path()
         cache = Path(settings.onnx_cache_dir) if settings.onnx_cache_dir else None
-        return _Checked(OnnxMiniLmEmbedder(settings, model_dir, cache))
+        return OnnxMiniLmEmbedder(settings, model_dir, cache)
     return MiniLmEmbedder(settings)

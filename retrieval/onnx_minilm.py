@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from core.settings import EmbedderSettings
+from retrieval.embedder import _checked
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ class OnnxMiniLmEmbedder:
             feeds["attention_mask"][row, :n] = e.attention_mask
             feeds["token_type_ids"][row, :n] = e.type_ids
         with self._lock:
-            return np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
+            out = np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
+        return _checked(out, self.dim)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -79,6 +79,12 @@ PROVENANCE_FIELDS = ("source", "doc_id", "uri", "title", "section", "page", "ver
                      "content_hash", "chunk_index", "element_types")
 
 
+def small_scope(index: ChunkIndex, flt: CompiledFilter, exact_below_points: int) -> bool:
+    """The dense-search plan: few enough visible chunks (estimated from the payload indexes) that
+    exact search is both exact and cheap; filtered HNSW loses recall there (BENCHMARKS.md)."""
+    return exact_below_points > 0 and index.estimate(flt) <= exact_below_points
+
+
 class SearchService:
     def __init__(self, settings: RetrievalSettings, index: ChunkIndex, embedder: Embedder, bm25: Bm25Encoder,
                  reranker: Reranker | None = None) -> None:
@@ -91,10 +97,6 @@ class SearchService:
     def _filter(self, scope: Scope) -> CompiledFilter:
         return compile_scope(scope, source_max_age_s=self.settings.source_max_age_s)
 
-    def _small_scope(self, flt: CompiledFilter) -> bool:
-        """Few enough visible chunks that exact dense search is both exact and cheap."""
-        limit = self.settings.exact_below_points
-        return limit > 0 and self.index.estimate(flt) <= limit
 
     def search(self, scope: Scope, query: str, *, top_k: int = 10, mode: SearchMode = "hybrid",
                explain: bool = False) -> SearchResult:
@@ -128,7 +130,7 @@ class SearchService:
             prefetch_limit=max(self.settings.prefetch_limit, limit), rrf_k=self.settings.rrf_k,
             weights=(self.settings.dense_weight, self.settings.bm25_weight), with_legs=explain,
             with_dense=dense is not None, acorn=self.settings.acorn,
-            exact=dense is not None and self._small_scope(flt),
+            exact=dense is not None and small_scope(self.index, flt, self.settings.exact_below_points),
         )
         hits = sorted(self.index.search(iq, flt), key=lambda h: (-h.score, h.id))
         if self.reranker is None:
