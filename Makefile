@@ -16,13 +16,10 @@ export TOKENIZERS_PARALLELISM := false
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml vendor/en_core_web_sm/pyproject.toml
+# The pip steps live in scripts/install.sh, which the Dockerfile runs too (so they cannot drift).
+$(STAMP): pyproject.toml vendor/en_core_web_sm/pyproject.toml scripts/install.sh
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip setuptools
-	# The spaCy model shim first (local, no network), then the project with its pins.
-	$(BIN)/pip install -q --no-build-isolation ./vendor/en_core_web_sm
-	$(BIN)/pip install -q --no-build-isolation -e '.[test]'
-	@rm -rf vendor/en_core_web_sm/build vendor/en_core_web_sm/*.egg-info
+	scripts/install.sh $(BIN)/pip -e '.[test]'
 	@touch $(STAMP)
 
 demo-ingest: install

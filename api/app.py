@@ -7,10 +7,10 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, mcp
 from api.middleware import RequestContext
 from api.routes import admin, health, identity, ingest, push, search
-from api.services import Services, build_services
+from app.services import Services, build_services
 from core.logging import configure
 from core.settings import Settings
 
@@ -23,7 +23,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         owned = services is None
         app.state.services = services or build_services(settings)
         try:
-            yield
+            async with mcp_endpoint.running():  # the MCP transport's task group (api.mcp)
+                yield
         finally:
             if owned:
                 app.state.services.close()
@@ -36,4 +37,5 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     errors.install(app)
     for r in (health.router, identity.router, search.router, ingest.router, push.router, admin.router):
         app.include_router(r)
+    mcp_endpoint = mcp.install(app, settings)  # /mcp and its RFC 9728 metadata
     return app

@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.services import Services
+from app.services import Services
 from auth.authenticator import ADMIN, INGEST, SEARCH, Authenticator
 from core.errors import PermissionDeniedError
 from core.types import Entitlements

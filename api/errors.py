@@ -22,6 +22,7 @@ from core.errors import AuthenticationError, BackendUnavailableError, ClearanceE
 from core.logging import Log
 
 log = Log("clearance.api")
+RESOURCE_METADATA_KEY = "clearance.resource_metadata"  # set by api.mcp on requests to /mcp
 
 
 class ErrorDetail(BaseModel):
@@ -81,6 +82,9 @@ def install(app: FastAPI) -> None:
                 headers["WWW-Authenticate"] = f'Bearer realm="clearance", error="invalid_token", error_description="{exc.message}"'
         elif isinstance(exc, PermissionDeniedError):
             headers["WWW-Authenticate"] = 'Bearer realm="clearance", error="insufficient_scope"'
+        if "WWW-Authenticate" in headers and request.scope.get(RESOURCE_METADATA_KEY):
+            # RFC 9728 §5.1, on the MCP endpoint (api.mcp): where to find this resource's metadata.
+            headers["WWW-Authenticate"] += f', resource_metadata="{request.scope[RESOURCE_METADATA_KEY]}"'
         elif isinstance(exc, BackendUnavailableError):
             headers["Retry-After"] = str(exc.retry_after_s)
         if exc.status >= 500:

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, model_validator
 
 
 def _to_utc(value: datetime) -> datetime:
-    """Aware UTC; a naive value is taken to be UTC already (as ``ingest.catalog.as_utc`` does).
+    """Aware UTC; a naive value is taken to be UTC already (as ``store.catalog.as_utc`` does).
 
     Values that only exist in their own offset (``0001-01-01T00:00:00+01:00`` is year 0 in UTC,
     ``9999-12-31T23:59:59-01:00`` is year 10000) are refused here (422) instead of overflowing

@@ -27,7 +27,7 @@ Each run:
 
 The process that is killed is the CLI's ``ingest`` command in a process of its own: forked from
 a forkserver that has the code imported (milliseconds to start), or, every
-``--subprocess-every`` runs, a fresh interpreter (``python -c 'from api.cli import run; run()'``).
+``--subprocess-every`` runs, a fresh interpreter (``python -c 'from cli.main import run; run()'``).
 Either way it starts its own sandboxed parser, opens the Edge shard and the SQLite catalog, and
 dies without any cleanup. Resume and checks run in this process.
 """
@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from battery.result import exit_code, write_result
+from retrieval.payload import ChunkPayload
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = "docs"
@@ -221,7 +222,7 @@ def _child_main(argv: list[str], env: dict[str, str], log_path: str) -> None:
     os.dup2(fd, 2)
     os.environ.update(env)
     sys.argv = ["clearance", *argv]
-    from api.cli import run
+    from cli.main import run
 
     run()
 
@@ -240,7 +241,7 @@ class Child:
         else:
             self._log = open(log_path, "wb")
             self._popen = subprocess.Popen(  # noqa: S603 - our own interpreter and code
-                [sys.executable, "-c", "from api.cli import run; run()", *argv], cwd=REPO,
+                [sys.executable, "-c", "from cli.main import run; run()", *argv], cwd=REPO,
                 env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
             self.pid = self._popen.pid
         try:  # a pidfd names this very process even after it exits: a kill can never hit a reused pid
@@ -332,8 +333,9 @@ def check_store(services: Any, root: Path, tally: Tally, label: str) -> None:
     orphans = [pid for pid in by_id if pid not in set(ids)]
     tally.flag("lost", len(lost), f"{label}: {len(lost)} catalog chunks missing from the index")
     tally.flag("orphaned", len(orphans), f"{label}: {len(orphans)} index points no catalog row names: "
-               f"{sorted({by_id[p].payload.get('doc_key') for p in orphans})[:5]}")
-    positions = Counter((p.payload.get("doc_key"), p.payload.get("chunk_index")) for p in points)
+               f"{sorted({ChunkPayload.from_index(by_id[p].payload).doc_key for p in orphans})[:5]}")
+    payloads = {p.id: ChunkPayload.from_index(p.payload) for p in points}
+    positions = Counter((c.doc_key, c.chunk_index) for c in payloads.values())
     dup = sum(n - 1 for n in positions.values() if n > 1)
     tally.flag("duplicated", dup, f"{label}: {dup} (document, chunk) positions held by two points")
     acl_bad, stale = [], []
@@ -344,10 +346,10 @@ def check_store(services: Any, root: Path, tally: Tally, label: str) -> None:
             if p is None:
                 continue
             tally.chunks_checked += 1
-            if set(p.payload.get("acl_allow", [])) != acl.allow or set(p.payload.get("acl_deny", [])) != acl.deny:
+            c = payloads[pid]
+            if c.acl != acl:
                 acl_bad.append(r.key)
-            if (p.payload.get("doc_key"), p.payload.get("chunk_index"), p.payload.get("content_hash")) != \
-                    (r.key, i, r.content_hash):
+            if (c.doc_key, c.chunk_index, c.content_hash) != (r.key, i, r.content_hash):
                 stale.append(r.key)
     tally.flag("acl_mismatches", len(acl_bad), f"{label}: index ACL differs from the catalog's for "
                f"{len(acl_bad)} chunks of {sorted(set(acl_bad))[:5]}")
@@ -368,14 +370,14 @@ def check_store(services: Any, root: Path, tally: Tally, label: str) -> None:
 
 def snapshot(services: Any) -> dict[str, Any]:
     """What a store holds, independent of when and how it was written."""
-    points = {p.id: p.payload for p in all_points(services)}
+    points = {p.id: ChunkPayload.from_index(p.payload) for p in all_points(services)}
     out = {}
     for r in services.catalog.documents():
         chunks = []
         for pid in r.ids:
-            p = points.get(pid, {})
-            chunks.append((pid, hashlib.sha256(str(p.get("text")).encode()).hexdigest()[:16],
-                           tuple(sorted(p.get("acl_allow", []))), tuple(sorted(p.get("acl_deny", [])))))
+            c = points.get(pid)
+            text, allow, deny = (c.text, c.acl.allow, c.acl.deny) if c is not None else ("None", frozenset(), frozenset())
+            chunks.append((pid, hashlib.sha256(text.encode()).hexdigest()[:16], tuple(sorted(allow)), tuple(sorted(deny))))
         out[r.key] = (r.content_hash, tuple(sorted(r.acl.allow)), tuple(sorted(r.acl.deny)), tuple(chunks))
     return out
 
@@ -421,8 +423,8 @@ def _child_env(data_dir: Path, batch_docs: int, crash_at: str | None) -> dict[st
 def expected_reaches(data_dir: Path, root: Path, batch_docs: int) -> dict[str, int]:
     """How many times the next ingest will reach each crashpoint (mirrors ``Ingestor.sync``),
     so that the n of ``<phase>:<n>`` is drawn from what this run really does."""
-    from ingest.catalog import Catalog
     from ingest.sources import FilesystemSource, content_hash
+    from store.catalog import Catalog
 
     counts = Counter()
     db = data_dir / "catalog.sqlite3"
@@ -482,7 +484,7 @@ def _wait_for_writing(child: Child, data_dir: Path, timeout: float) -> int | Non
 
 
 def _writing_rows(data_dir: Path) -> int:
-    from ingest.catalog import Catalog
+    from store.catalog import Catalog
 
     db = data_dir / "catalog.sqlite3"
     if not db.exists():
@@ -507,7 +509,7 @@ def _schedule(cfg: CrashConfig, rng: random.Random) -> list[str]:
 
 def _ingest(data_dir: Path, root: Path, batch_docs: int = 256, check: Callable[[Any], None] | None = None) -> Any:
     """A complete sync in this process (the same ``Ingestor.sync`` the CLI runs)."""
-    from api.services import build_services
+    from app.services import build_services
     from ingest.sources import FilesystemSource
 
     services = build_services(_settings(data_dir, batch_docs))
@@ -532,7 +534,7 @@ def run_battery(cfg: CrashConfig) -> dict[str, Any]:
     ctx = multiprocessing.get_context("forkserver")
     # (this module is not preloaded by name: as ``python -m battery.crash`` it is ``__main__``,
     # which the forkserver imports anyway)
-    ctx.set_forkserver_preload(["api.cli", "api.services", "ingest.pipeline", "ingest.sources",
+    ctx.set_forkserver_preload(["cli.main", "app.services", "ingest.pipeline", "ingest.sources",
                                 "retrieval.edge_index"])
     from ingest.sandbox import shared_pool
 

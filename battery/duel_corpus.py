@@ -33,7 +33,7 @@ from typing import Any, Iterable
 import httpx
 
 from api.app import create_app
-from api.services import Services, build_services
+from app.services import Services, build_services
 from auth.authenticator import Authenticator
 from auth.keys import StaticKeys
 from auth.principals import ClaimsResolver
@@ -41,8 +41,9 @@ from auth.validator import TokenValidator, TrustedIssuer
 from core.audit import acl_fingerprint, principals_hash
 from core.settings import EmbedderSettings, IngestSettings, RetrievalSettings, Settings, StorageSettings
 from core.types import Acl, SourceDocument
-from battery.live_server import LiveServer
-from ingest.pipeline import Ingestor, point_id
+from testkit.live_server import LiveServer
+from ingest.pipeline import Ingestor
+from ingest.writer import point_id
 
 DAY = 86_400
 TENANT = "acme"  # the deployment's tenant: the push API writes here

@@ -420,10 +420,10 @@ class FuzzOutcome:
 def serve(tmp: Path, *, corpus: Path | None = DEMO, log_level: str = "INFO") -> Iterator[tuple[Any, Any, str]]:
     """The real app on loopback with ``corpus`` ingested: (app, services, base_url)."""
     from api.app import create_app
-    from api.services import build_services
+    from app.services import build_services
     from core.settings import EmbedderSettings, Settings, StorageSettings
     from ingest.sources import FilesystemSource
-    from battery.live_server import LiveServer
+    from testkit.live_server import LiveServer
 
     settings = Settings(storage=StorageSettings(data_dir=tmp / "var"), embedder=EmbedderSettings(kind="hash"),
                         log_level=log_level)

@@ -365,7 +365,7 @@ class HostileConfig:
 
 
 def run_battery(cfg: HostileConfig) -> dict[str, Any]:
-    from api.services import build_services
+    from app.services import build_services
     from core.settings import EmbedderSettings, Settings, StorageSettings
     from ingest.parse import ERROR_CODES
     from ingest.sandbox import shared_pool

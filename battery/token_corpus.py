@@ -6,7 +6,7 @@ Shared by ``tests/unit/test_auth_token_corpus.py`` (every case, directly and ove
 
 The issuer is real enough: its discovery document and JWKS (an RSA key ``rsa-1`` without an
 ``alg`` member and an EC P-256 key ``ec-1``) are served over loopback HTTP
-(``tests.oidc.harness.JwksServer``) and fetched by the production ``RemoteJwks``; an attacker's
+(``testkit.oidc.harness.JwksServer``) and fetched by the production ``RemoteJwks``; an attacker's
 JWKS server runs beside it and must never be contacted. Each corpus entry is built the way an
 attacker would build it: header and payload under full control, signatures made with real keys
 (the attacker's, or the issuer's over a payload the attacker cannot otherwise use), HMAC over
@@ -33,7 +33,7 @@ from joserfc import jwe
 from joserfc.jwk import OKPKey, RSAKey
 
 from core.settings import IssuerSettings
-from tests.oidc.harness import DROP, JwksServer, b64, claims, compact, ec_key, jwks, mint, rsa_key, segment
+from testkit.oidc.harness import DROP, JwksServer, b64, claims, compact, ec_key, jwks, mint, rsa_key, segment
 
 # What every refusal must look like over HTTP (the description is a fixed phrase, never token text).
 SAFE_CHALLENGE = re.compile(r'^Bearer realm="clearance", error="invalid_token", error_description="[A-Za-z0-9 .,:;()/_-]*"$')

@@ -21,7 +21,7 @@ JWKS behaviours (real clock, short timings through the ordinary settings):
   then down -> cached keys keep working through the stale grace, then 503; back up -> 200.
 
 Every log record of the run (root logger at DEBUG) is scanned for the text of any token sent
-and for token-shaped text (``tests/log_hygiene.py``); both counts must be 0.
+and for token-shaped text (``testkit/log_hygiene.py``); both counts must be 0.
 """
 
 from __future__ import annotations
@@ -149,9 +149,9 @@ def _quiet_stderr() -> None:
 def oidc_app(tmp: Path, ctx: Ctx, **auth: Any) -> Iterator[str]:
     """The real app in oidc mode trusting the corpus issuer, on loopback: its base URL."""
     from api.app import create_app
-    from api.services import build_services
+    from app.services import build_services
     from core.settings import AuthSettings, EmbedderSettings, Settings, StorageSettings
-    from battery.live_server import LiveServer
+    from testkit.live_server import LiveServer
 
     settings = Settings(storage=StorageSettings(data_dir=tmp / "var"), embedder=EmbedderSettings(kind="hash"),
                         auth=AuthSettings(mode="oidc", issuers=[issuer_settings(ctx)], **auth))
@@ -216,7 +216,7 @@ def replay(tmp: Path, tally: Tally) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ JWKS
 
 def flood_and_rotation(tmp: Path, tally: Tally, *, flood_s: float, cooldown_s: float) -> dict[str, Any]:
-    from tests.oidc.harness import claims, jwks, mint, rsa_key
+    from testkit.oidc.harness import claims, jwks, mint, rsa_key
 
     attacker = rsa_key("attacker")
     with corpus_context() as ctx, oidc_app(tmp, ctx, jwks_cooldown_s=cooldown_s) as url:
@@ -337,7 +337,7 @@ def idp_down(tmp: Path, tally: Tally, *, cooldown_s: float = 1.0, max_age_s: flo
 
 def scan_logs(lines: list[str], tokens: list[str]) -> tuple[int, int]:
     """(records holding text of a token that was sent, records holding token-shaped text)."""
-    from tests.log_hygiene import find_secrets
+    from testkit.log_hygiene import find_secrets
 
     # A token in a log line shows up as its segments: base64url runs delimited by the dots and
     # by the JSON around them. Exact run membership keeps this linear in the log size; anything

@@ -26,6 +26,8 @@ import numpy as np
 
 from retrieval.bm25 import Bm25Encoder
 from retrieval.index import IndexPoint
+from retrieval.payload import ChunkPayload, PayloadField
+from testkit.payloads import chunk_payload
 
 SELECTIVITY = {"1%": "group:vis01", "5%": "group:vis05", "10%": "group:vis10", "50%": "group:vis50", "95%": "group:vis95"}
 TWO_YEARS_S = 730 * 86_400
@@ -59,9 +61,9 @@ def load_seed_from_index(edge_path: Path) -> Seed:
     offset = None
     try:
         while True:
-            records, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=1000, with_payload=["text"], with_vector=["dense"]))
+            records, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=1000, with_payload=[PayloadField.TEXT.value], with_vector=["dense"]))
             for r in records:
-                texts.append(str((r.payload or {}).get("text", "")))
+                texts.append(ChunkPayload.from_index(r.payload or {}).text)
                 vecs.append(list(r.vector["dense"]))  # type: ignore[index]
             if offset is None:
                 break
@@ -144,10 +146,9 @@ def generate(seed: Seed, n: int, *, tenant: str = "bench", rng_seed: int = 0, ba
             k = start + i
             out.append(IndexPoint(
                 id=str(uuid.UUID(int=k + 1)), dense=vecs[i].tolist(), sparse=enc.encode_document(text),
-                payload={"tenant": tenant, "source": f"s{k % 8}", "doc_key": f"{tenant}/s{k % 8}/d{k // 3}",
-                         "doc_id": f"d{k // 3}", "chunk_index": k % 3, "text": text[:600],
-                         "acl_allow": allow, "acl_deny": [DENIED_USER] if deny[i] else [],
-                         "modified_ts": NOW_TS - float(ages[i])},
+                payload=chunk_payload(tenant=tenant, source=f"s{k % 8}", doc_id=f"d{k // 3}", chunk_index=k % 3,
+                                      text=text[:600], allow=allow, deny=[DENIED_USER] if deny[i] else [],
+                                      modified_ts=NOW_TS - float(ages[i])),
             ))
         yield out
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from api.services import build_services
+from app.services import build_services
 from core.settings import EmbedderSettings, IngestSettings, Settings, StorageSettings
 from core.types import Acl, SourceDocument
 from ingest.chunking import chunk_elements

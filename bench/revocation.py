@@ -96,7 +96,7 @@ def run(trials: int = 100, filler: int = 200, data_dir: Path | None = None, time
     import uvicorn
 
     from api.app import create_app
-    from api.services import build_services
+    from app.services import build_services
     from core.settings import EmbedderSettings, Settings, StorageSettings
     from core.types import Acl, SourceDocument
 

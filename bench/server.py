@@ -15,7 +15,7 @@ import httpx
 def start_server(data_dir: Path, port: int, timeout_s: float = 180) -> subprocess.Popen:
     env = {**os.environ, "CLEARANCE_STORAGE__DATA_DIR": str(data_dir), "CLEARANCE_AUTH__DEV_TENANT": "bench",
            "CLEARANCE_INGEST__TENANT": "bench", "CLEARANCE_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-c", "from api.cli import run; run()", "serve", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import run; run()", "serve", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t0 = time.time()
     while time.time() - t0 < timeout_s:

@@ -21,7 +21,9 @@ from eval.beir import load_beir
 from retrieval.bm25 import Bm25Encoder
 from retrieval.edge_index import EdgeIndex
 from retrieval.index import IndexPoint, IndexQuery
+from retrieval.payload import ChunkPayload
 from retrieval.scope_filter import compile_scope
+from testkit.payloads import chunk_payload
 
 VARIANTS = {"stem+stop": (True, True), "stem only": (True, False), "stop only": (False, True), "neither": (False, False)}
 
@@ -36,14 +38,14 @@ def ndcg(ds_path: Path, stem: bool, stop: bool, tmp: Path) -> float:
         ids = list(texts)
         for start in range(0, len(ids), 2000):
             index.upsert([IndexPoint(f"00000000-0000-0000-0000-{start + i:012d}", [1.0, 0, 0, 0], enc.encode_document(texts[d]),
-                                     {"tenant": "t", "acl_allow": ["tenant:t"], "acl_deny": [], "doc_id": d})
+                                     chunk_payload(tenant="t", source="s", doc_id=d, allow=["tenant:t"]))
                           for i, d in enumerate(ids[start:start + 2000])])
         flt = compile_scope(Scope(Entitlements("u", "i", "t", frozenset({"tenant:t"}))), now=datetime.now(timezone.utc))
         run = {}
         for q, text in ds.queries.items():
             hits = index.search(IndexQuery(mode="bm25", limit=10, dense=None, sparse=enc.encode_query(text),
                                            prefetch_limit=10, rrf_k=60), flt)
-            run[q] = {h.payload["doc_id"]: float(10 - i) for i, h in enumerate(hits)}
+            run[q] = {ChunkPayload.from_index(h.payload).doc_id: float(10 - i) for i, h in enumerate(hits)}
         return float(ir_measures.calc_aggregate([nDCG @ 10], ds.qrels, run)[nDCG @ 10])
     finally:
         index.close()

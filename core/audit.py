@@ -1,4 +1,4 @@
-"""What an audit event says, and the digests in it. Pure functions; storage is ``ingest.audit``.
+"""What an audit event says, and the digests in it. Pure functions; storage is ``store.audit``.
 
 Definitions (the README's "Operations" section repeats them for auditors):
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Literal, Mapping
 
-AuditAction = Literal["search", "document"]
+AuditAction = Literal["search", "document", "count"]
 
 
 def principals_hash(principals: Iterable[str]) -> str:
@@ -40,11 +40,6 @@ def query_hash(salt: bytes, query: str) -> str:
 def acl_fingerprint(allow: Iterable[str], deny: Iterable[str]) -> str:
     canonical = json.dumps({"allow": sorted(allow), "deny": sorted(deny)}, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-def payload_acl_fingerprint(payload: Mapping[str, Any]) -> str:
-    """The fingerprint of the ACL stored in an index payload."""
-    return acl_fingerprint(payload.get("acl_allow") or [], payload.get("acl_deny") or [])
 
 
 def acl_version(chunks: Iterable["SeenChunk"]) -> str | None:

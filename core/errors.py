@@ -42,6 +42,14 @@ class InvalidRequestError(ClearanceError):
     status = 422
 
 
+class ConflictError(ClearanceError):
+    """The request contradicts the current state: a source that already exists, a sync that
+    would delete more than the mass-delete guard allows."""
+
+    code = "conflict"
+    status = 409
+
+
 class EmptyScopeError(ClearanceError):
     """A scope with no principals must never reach the index."""
 

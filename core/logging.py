@@ -3,7 +3,7 @@
 Invariants:
 
 - Tokens and raw claims are never passed to a logger; callers log hashed identifiers only
-  (``tests/log_hygiene.py`` scans every record the test suite emits for token-shaped text).
+  (``testkit/log_hygiene.py`` scans every record the test suite emits for token-shaped text).
 - Every line written while a request is being served carries its ``request_id``: the API sets
   ``request_id_var`` for the duration of the request and the formatter reads it, so loggers of
   any library get it too, not only ``Log``.

@@ -6,11 +6,18 @@ Every section is a nested model so the environment reads ``CLEARANCE_<SECTION>__
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
 from pathlib import Path
-from typing import Literal
+from types import UnionType
+from typing import Any, Literal, Mapping, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
+
+from core.errors import ConfigError
 
 
 # Read outside settings: a bearer token for `whoami`/`ingest` (by the CLI itself), and the
@@ -29,6 +36,9 @@ class ServerSettings(Section):
     port: int = 8000
     # Dev mode mints its own tokens; exposing that beyond loopback needs an explicit opt-in.
     allow_non_loopback_in_dev: bool = False
+    # The base URL clients reach this server at (behind a proxy: the proxy's). The MCP endpoint's
+    # resource identifier (RFC 9728/8707) is ``<public_url>/mcp``. Empty: the request's own base URL.
+    public_url: str = ""
 
 
 class StorageSettings(Section):
@@ -181,6 +191,17 @@ class IngestSettings(Section):
     tenant: str = "acme"
     chunk_chars: int = Field(default=1200, ge=50)
     chunk_overlap_chars: int = Field(default=150, ge=0)
+    # Text shorter than this is not a chunk of its own: a title closes the text before it only
+    # once that holds this much body text, so a run of short lines or tiny sections is packed
+    # like prose rather than one chunk each (0: every title opens a chunk).
+    min_chunk_chars: int = Field(default=200, ge=0)
+    # Amplification caps, each a per-file error code (README, "Ingestion"). Every chunk costs an
+    # embedding, so these bound what one file can cost, whatever its structure.
+    max_chunks_per_document: int = Field(default=20_000, ge=1)  # too_many_chunks
+    # chunk_amplification; a file under 1 MiB counts as 1 MiB. Prose gives ~1,000 chunks a MiB,
+    # dense spreadsheets a few thousand.
+    max_chunks_per_input_mb: int = Field(default=5_000, ge=1)
+    max_elements_per_document: int = Field(default=100_000, ge=1)  # too_many_elements, before chunking
     max_file_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     parse_timeout_s: float = Field(default=60.0, gt=0)
     # Address space one parse may add on top of the warmed-up parser worker (RLIMIT_AS); the
@@ -190,6 +211,10 @@ class IngestSettings(Section):
     # A worker is replaced after this many parses, so leaks and heap growth never accumulate.
     parse_worker_max_jobs: int = Field(default=200, ge=1)
     parse_worker_start_timeout_s: float = Field(default=120.0, gt=0)
+    # Parser processes run in a network namespace of their own (or, where that is not permitted,
+    # under a seccomp filter refusing inet sockets); with neither available the sandbox refuses
+    # to start unless this is set (README, "Ingestion").
+    allow_unisolated_parsing: bool = False
     # docx/xlsx/pptx are zips: inspected before any parser inflates them.
     ooxml_max_uncompressed_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     ooxml_max_compression_ratio: float = Field(default=100.0, gt=1)  # per member over 1 MiB
@@ -208,12 +233,21 @@ class IngestSettings(Section):
     # is reported stale in /readyz, /metrics and every search answer that holds its chunks.
     # Unlike ``retrieval.source_max_age_s`` this never hides a chunk; it only warns.
     source_sla_s: dict[str, PositiveInt] = Field(default_factory=dict)
+    # Folders the server may read for folder jobs, resyncs and filesystem sources created over
+    # the API (resolved: `..` and symlinks cannot leave them). Empty: server-side folder jobs are
+    # refused (dev mode also allows the root a local `clearance ingest` registered; README).
+    allowed_roots: list[Path] = Field(default_factory=list)
+    # A sync that would delete more than this share of a source's documents, or all of them,
+    # is refused (409 mass_delete_refused) unless the caller passes allow_deletes.
+    max_delete_fraction: float = Field(default=0.2, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "IngestSettings":
         # Overlap must leave room for new text in every chunk, or chunking could not progress.
         if self.chunk_overlap_chars * 2 > self.chunk_chars:
             raise ValueError("chunk_overlap_chars must be at most half of chunk_chars")
+        if self.min_chunk_chars > self.chunk_chars:
+            raise ValueError("min_chunk_chars must be at most chunk_chars")
         return self
 
 
@@ -232,6 +266,15 @@ class AuditSettings(Section):
     prune_interval_s: float = Field(default=3600.0, ge=0)
 
 
+class DbSettings(Section):
+    """The catalog database's schema (migrations: ``store/migrations``, ``clearance db upgrade``)."""
+
+    # Upgrade the catalog schema when serve/worker/ingest open it. Unset: on for the embedded
+    # SQLite catalog, off for a shared database (PostgreSQL), where `clearance db upgrade` runs
+    # once per release (compose: the `migrate` service) and every process only checks.
+    auto_migrate: bool | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLEARANCE_", env_nested_delimiter="__", extra="forbid")
 
@@ -245,6 +288,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    db: DbSettings = Field(default_factory=DbSettings)
 
     @model_validator(mode="after")
     def _no_unknown_environment(self) -> "Settings":
@@ -261,6 +305,12 @@ class Settings(BaseSettings):
         if self.database_url is not None and self.database_url.get_secret_value():
             return self.database_url.get_secret_value()
         return self.storage.sqlite_url
+
+    def auto_migrate(self) -> bool:
+        """Whether opening the catalog upgrades its schema (``db.auto_migrate``, else embedded only)."""
+        if self.db.auto_migrate is not None:
+            return self.db.auto_migrate
+        return self.catalog_url().startswith("sqlite")
 
     def masked(self) -> dict:
         """The settings as plain data with every secret replaced by ``**********``."""
@@ -280,3 +330,189 @@ def _mask(data: dict, model: BaseModel) -> dict:
         else:
             out[name] = value
     return out
+
+
+# -- readable configuration errors ---------------------------------------------------------------
+# A misspelt or invalid CLEARANCE_* variable is reported as one line per problem, naming the
+# variable and the form it expects (the CLI prints them and exits 2), never as a traceback.
+
+
+class InvalidSettingsError(ConfigError):
+    """Settings that cannot be built; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems), code="config_invalid")
+        self.problems = problems
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the environment, or ``InvalidSettingsError`` listing every problem:
+    unknown names (with the nearest real one), values that are not the JSON a list, dict or
+    section needs, and each validation error mapped back to the variable that caused it."""
+    env = dict(os.environ)
+    problems = environment_problems(env)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        named = {line.split(":")[0].split(" ")[0] for line in problems}
+        problems += [line for line in describe_settings_error(exc, env) if line.split(":")[0].split(" ")[0] not in named]
+    except PydanticSettingsError as exc:  # unparsable JSON the pre-scan did not pin on a variable
+        if not problems:
+            problems.append(f"{exc}; check the JSON in the CLEARANCE_* variables of that section")
+    else:
+        if not problems:
+            return settings
+    raise InvalidSettingsError(problems)
+
+
+def environment_problems(env: Mapping[str, str]) -> list[str]:
+    """Problems visible from the variables alone: names that are not settings, and values
+    that must be JSON (a section, a list, a dict) but do not parse."""
+    problems = []
+    for name in sorted(env):
+        if not name.startswith("CLEARANCE_") or name in CLI_VARIABLES:
+            continue
+        target = _setting_for(name)
+        if target is None:
+            problems.append(_not_a_setting(name, setting_names()))
+            continue
+        kind = target
+        if kind in ("section", "dict", "list"):
+            want = {"section": "a JSON object", "dict": "a JSON object", "list": "a JSON list"}[kind]
+            try:
+                value = json.loads(env[name])
+            except ValueError as exc:
+                problems.append(f"{name}: expected {want}, got invalid JSON ({exc})")
+                continue
+            if not isinstance(value, list if kind == "list" else dict):
+                problems.append(f"{name}: expected {want}, got {env[name]!r}")
+    return problems
+
+
+def _not_a_setting(name: str, candidates: list[str]) -> str:
+    return f"{name} is not a setting" + _suggest(name, candidates)
+
+
+def _field_names() -> list[str]:
+    """Field names of every settings model (for suggestions inside JSON values)."""
+    names: set[str] = set()
+    todo: list[type[BaseModel]] = [Settings]
+    while todo:
+        model = todo.pop()
+        for name, field in model.model_fields.items():
+            names.add(name)
+            ann = _unwrap(field.annotation)
+            for t in (ann, *get_args(ann)):
+                if isinstance(t, type) and issubclass(t, BaseModel) and t is not model:
+                    todo.append(t)
+    return sorted(names)
+
+
+def setting_names() -> list[str]:
+    """Every CLEARANCE_* name the settings read (sections, their fields)."""
+    names = []
+    for name, field in Settings.model_fields.items():
+        names.append(f"CLEARANCE_{name.upper()}")
+        model = _unwrap(field.annotation)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names += [f"CLEARANCE_{name.upper()}__{sub.upper()}" for sub in model.model_fields]
+    return names
+
+
+def describe_settings_error(exc: ValidationError, env: Mapping[str, str]) -> list[str]:
+    """One line per validation error: the variable, and what form it expects."""
+    upper = {k.upper(): k for k in env}
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if not loc and "unknown settings in the environment" in err["msg"]:
+            continue  # environment_problems names each of them
+        var, inner = _variable_for(loc, upper)
+        where = var + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in inner)
+        if err["type"] == "extra_forbidden":
+            lines.append(_not_a_setting(where, setting_names()) if not inner else
+                         f"{where} is not a setting" + _suggest(str(inner[-1]), _field_names()))
+        else:
+            lines.append(f"{where}: {_expected(err, secret=_is_secret(loc))}")
+    return lines
+
+
+_EXPECTED = {
+    "int_parsing": "an integer", "int_type": "an integer", "int_from_float": "a whole number",
+    "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+    "bool_type": "true or false", "string_type": "a string", "model_type": "a JSON object",
+    "model_attributes_type": "a JSON object", "dict_type": "a JSON object", "list_type": "a JSON list",
+    "json_invalid": "valid JSON", "path_type": "a file path", "missing": "a value (it is required)",
+}
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _expected(err: Any, *, secret: bool) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    if kind == "literal_error":
+        want = str(ctx["expected"])
+    elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        want = f"a number {op} {next(iter(ctx.values()))}"
+    elif kind == "string_too_short":
+        want = f"at least {ctx.get('min_length')} character(s)"
+    else:
+        want = _EXPECTED.get(kind, err["msg"][0].lower() + err["msg"][1:])
+    value = err.get("input")
+    got = ""
+    if not secret and isinstance(value, (str, int, float)) and not isinstance(value, bool) and len(str(value)) <= 60:
+        got = f", got {value!r}"
+    return f"expected {want}{got}"
+
+
+def _variable_for(loc: tuple[Any, ...], upper: Mapping[str, str]) -> tuple[str, tuple[Any, ...]]:
+    """The variable that set ``loc`` (the longest prefix that is set) and the path inside it."""
+    for k in range(len(loc), 0, -1):
+        name = "CLEARANCE_" + "__".join(str(p).upper() for p in loc[:k])
+        if name in upper:
+            return upper[name], loc[k:]
+    if not loc:
+        return "CLEARANCE_*", ()
+    name = "CLEARANCE_" + "__".join(str(p).upper() for p in loc if not isinstance(p, int))
+    return (name + "__*" if len(loc) == 1 and _setting_for(name) == "section" else name), ()
+
+
+def _is_secret(loc: tuple[Any, ...]) -> bool:
+    return any(isinstance(p, str) and any(w in p for w in ("key", "secret", "password", "salt", "database_url", "token"))
+               for p in loc)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` → ``X``."""
+    if get_origin(annotation) in (Union, UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _setting_for(name: str) -> str | None:
+    """What a CLEARANCE_* name sets: "section", "dict", "list", "value", or None if nothing."""
+    parts = name.removeprefix("CLEARANCE_").lower().split("__")
+    model: type[BaseModel] = Settings
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = _unwrap(field.annotation)
+        last = i == len(parts) - 1
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if last:
+                return "section"
+            model = ann
+        elif get_origin(ann) is dict:
+            return "dict" if last else "value"  # CLEARANCE_X__MAPPING__KEY sets one key
+        else:
+            kind = "list" if get_origin(ann) is list else "value"
+            return kind if last else None
+    return None

@@ -12,14 +12,48 @@ from datetime import datetime
 from typing import Literal
 
 PRINCIPAL_KINDS = ("user", "group", "role", "tenant")
+MAX_PRINCIPAL_VALUE_CHARS = 256
 
 SearchMode = Literal["hybrid", "dense", "bm25"]
 
 
+def principal_problem(p: object) -> str | None:
+    """Why ``p`` is not a principal, or None when it is one. The one grammar, used by manifests,
+    the push API (PUT and PATCH), source writer lists and token mapping (``auth.principals``):
+
+    - ``kind:value`` with ``kind`` exactly one of ``user``, ``group``, ``role``, ``tenant``
+      (lower case: ``Group:x`` is refused, not folded);
+    - ``value`` non-empty, at most 256 characters, printable (no control or format characters:
+      ``group:fin\\u0000`` is refused), no whitespace at either end, no ``*`` (no wildcards: a
+      principal names one identity);
+    - no ``:`` in the value except for roles, whose names mirror OAuth scopes
+      (``role:clearance:ingest``): ``user:a:b`` and ``group:a:b`` are refused.
+    """
+    if not isinstance(p, str):
+        return f"principal must be a string, got {type(p).__name__}"
+    kind, sep, value = p.partition(":")
+    if not sep or kind not in PRINCIPAL_KINDS:
+        return f"principal must look like 'user:…', 'group:…', 'role:…' or 'tenant:…', got {p!r}"
+    if not value:
+        return f"principal {p!r} has an empty name"
+    if len(value) > MAX_PRINCIPAL_VALUE_CHARS:
+        return f"principal {p[:40]!r}… is longer than {MAX_PRINCIPAL_VALUE_CHARS} characters"
+    if not value.isprintable():
+        return f"principal {p!r} holds a control or non-printable character"
+    if value != value.strip():
+        return f"principal {p!r} has whitespace at an end"
+    if "*" in value:
+        return f"principal {p!r} holds '*': wildcards are not principals"
+    if ":" in value and kind != "role":
+        return f"principal {p!r} holds a second ':' (only role names may)"
+    return None
+
+
 def check_principal(p: str) -> str:
-    kind, sep, name = p.partition(":")
-    if not sep or kind not in PRINCIPAL_KINDS or not name or name != name.strip():
-        raise ValueError(f"principal must look like 'user:…', 'group:…', 'role:…' or 'tenant:…', got {p!r}")
+    """``p`` if it follows the principal grammar (:func:`principal_problem`), else ValueError."""
+    problem = principal_problem(p)
+    if problem is not None:
+        raise ValueError(problem)
     return p
 
 

@@ -22,7 +22,7 @@ import ir_measures
 from ir_measures import AP, RR, R, nDCG
 from scipy import stats
 
-from api.services import Services, build_services
+from app.services import Services, build_services
 from auth.principals import ClaimsResolver
 from auth.validator import ValidatedToken
 from core.settings import EmbedderSettings, IngestSettings, IssuerSettings, RetrievalSettings, Settings, StorageSettings
@@ -93,12 +93,12 @@ def ingest(services: Services, ds: Dataset, org: Organisation, progress: Callabl
 def _rank(services: Services, scope: Scope, query: str, mode: SearchMode, depth: int,
           best_cosine: dict[str, float] | None = None) -> tuple[dict[str, float], list[dict]]:
     """Documents ranked by their best chunk; also the raw chunk payload provenance for checks."""
-    res = services.search.search(scope, query, top_k=min(depth * 3, services.settings.retrieval.max_top_k), mode=mode)
+    res = services.search_unaudited.search(scope, query, top_k=min(depth * 3, services.settings.retrieval.max_top_k), mode=mode)
     if best_cosine is not None:
         best_cosine[query] = max((h.dense_score for h in res.hits[:10] if h.dense_score is not None), default=0.0)
     ranked: dict[str, float] = {}
     for h in res.hits:
-        doc = str(h.provenance["doc_id"])
+        doc = h.doc_id
         if doc not in ranked and len(ranked) < depth:
             ranked[doc] = h.score
     # ir-measures sorts by score; make ties impossible so the engine's order is kept.

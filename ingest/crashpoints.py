@@ -12,8 +12,8 @@ import signal
 
 ENV = "CLEARANCE_CRASH_AT"
 # Where ingest.pipeline calls crashpoint(), i.e. just after each of these steps completed.
-PHASES = ("recover", "parse", "acl_update", "embed", "catalog_intent", "index_upsert", "stale_delete",
-          "catalog_commit", "doc_delete")
+PHASES = ("recover", "parse", "acl_update", "metadata_update", "embed", "catalog_intent", "index_upsert",
+          "stale_delete", "catalog_commit", "doc_delete")
 
 _state: list | None = None  # [pid, phase or None, n, times reached]
 

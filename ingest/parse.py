@@ -64,6 +64,18 @@ ERROR_CODES = {
     "parse_timeout": "the parse took longer than parse_timeout_s (sandbox only)",
     "memory_limit": "the parse needed more than parse_memory_bytes (sandbox only)",
     "parse_killed": "the parser process died, e.g. a crash in native code (sandbox only)",
+    "unknown_charset": "the file declares a character set no codec knows (e-mail part, HTML)",
+    "truncated_file": "a stream ends before its own structure says it does (negative seek, short read)",
+    "zip_unsafe_name": "a zip entry name is absolute, climbs (..), has a drive letter, a backslash, a "
+                       "control or bidi character, is empty, over-long, or repeats another entry",
+    "zip_symlink": "a zip entry is a symlink or another special file (unix mode bits)",
+    "zip_header_mismatch": "a zip entry's local header disagrees with the central directory",
+    "zip_implausible": "zip counts, sizes or offsets cannot be true: entry counts that do not match "
+                       "the central directory (zip64 claiming 2^40), entries outside the file or overlapping",
+    "zip_trailing_data": "data outside the archive: after the end record, or a second archive before it",
+    "too_many_elements": "parsing gave more than max_elements_per_document elements",
+    "too_many_chunks": "chunking gave more than max_chunks_per_document chunks",
+    "chunk_amplification": "more chunks than max_chunks_per_input_mb allows for the file's size",
     "parse_failed": "the parser raised something we did not anticipate",
 }
 
@@ -104,23 +116,31 @@ def parse(filename: str, content: bytes, settings: IngestSettings | None = None)
 
 def _parse(filename: str, content: bytes, limits: IngestSettings, depth: int) -> list[Element]:
     ctype = content_type_for(filename)
-    check(filename, content, limits)
-    offline_environment()
-    _bound_classifier()
     route = _ROUTES.get(ctype, _parse_unstructured)
     try:
+        check(filename, content, limits)
+        offline_environment()
+        _bound_classifier()
         elements = route(filename, content, ctype, limits, depth)
     except (IngestError, MemoryError):
         raise
     except RecursionError as exc:
         raise IngestError(f"{filename} is nested too deeply to parse", code="corrupt_file") from exc
     except Exception as exc:  # parser libraries raise anything on bad input
-        code = "corrupt_file" if _is_corruption(exc) else "parse_failed"
-        raise IngestError(f"could not parse {filename}: {type(exc).__name__}: {exc}"[:500], code=code) from exc
+        raise IngestError(f"could not parse {filename}: {type(exc).__name__}: {exc}"[:500],
+                          code=_failure_code(exc)) from exc
     elements = [e for e in (_clean(e) for e in elements) if e.text]
     if not elements:
         raise IngestError("no text could be extracted", code="no_text")
+    _check_element_count(len(elements), limits)
     return elements
+
+
+def _check_element_count(count: int, limits: IngestSettings) -> None:
+    # Checked where the elements are made (the sandbox worker), so an amplifying file is refused
+    # before its elements cross the process boundary or reach the chunker.
+    if count > limits.max_elements_per_document:
+        raise IngestError(f"more than {limits.max_elements_per_document} elements", code="too_many_elements")
 
 
 _classifier_bounded = False
@@ -143,12 +163,28 @@ def _bound_classifier() -> None:
         log.warning("parse.classifier_unbounded error=%s", exc)
 
 
-def _is_corruption(exc: Exception) -> bool:
+_TRUNCATION = ("negative seek value", "truncated", "unexpected end", "premature end", "end of stream",
+               "unpack requires a buffer")
+
+
+def _failure_code(exc: Exception) -> str:
+    """The per-file code for an exception a parser library raised on bad input."""
+    import struct
     import zipfile
 
     from lxml.etree import XMLSyntaxError
 
-    return isinstance(exc, (zipfile.BadZipFile, XMLSyntaxError, UnicodeError, EOFError, csv.Error))
+    if isinstance(exc, (zipfile.BadZipFile, XMLSyntaxError, UnicodeError, EOFError, csv.Error)):
+        return "corrupt_file"
+    message = str(exc).lower()
+    # codecs.lookup raises a bare LookupError("unknown encoding: x"); KeyError and IndexError are
+    # LookupErrors too, and are parser bugs or corruption, not charsets.
+    if type(exc) is LookupError or (isinstance(exc, LookupError) and "unknown encoding" in message):
+        return "unknown_charset"
+    if isinstance(exc, struct.error) or (isinstance(exc, (ValueError, OSError))
+                                         and any(m in message for m in _TRUNCATION)):
+        return "truncated_file"
+    return "parse_failed"
 
 
 def _clean(el: Element) -> Element:
@@ -219,16 +255,17 @@ def _parse_text(filename: str, content: bytes, ctype: str, limits: IngestSetting
 _TERMINAL = tuple(".!?:;,")
 
 
-def _paragraph_elements(text: str) -> list[Element]:
+def _paragraph_elements(text: str, *, headings: bool = True) -> list[Element]:
     """Plain text without NLP: blank lines separate paragraphs; a lone short line without closing
-    punctuation that is followed by more text is a heading (Title), the rest is narrative."""
+    punctuation that is followed by more text is a heading (Title) unless ``headings`` is off,
+    the rest is narrative."""
     paragraphs = [" ".join(line.strip() for line in block.splitlines() if line.strip())
                   for block in re.split(r"\n\s*\n", text)]
     paragraphs = [p for p in paragraphs if p]
     out = []
     for i, p in enumerate(paragraphs):
-        heading = (i + 1 < len(paragraphs) and len(p) <= 120 and "\n" not in p and not p.endswith(_TERMINAL)
-                   and len(p.split()) <= 14)
+        heading = (headings and i + 1 < len(paragraphs) and len(p) <= 120 and "\n" not in p
+                   and not p.endswith(_TERMINAL) and len(p.split()) <= 14)
         out.append(Element("Title" if heading else "NarrativeText", p))
     return out
 
@@ -274,21 +311,51 @@ def _parse_pdf(filename: str, content: bytes, ctype: str, limits: IngestSettings
 
 
 def _parse_email(filename: str, content: bytes, ctype: str, limits: IngestSettings, depth: int) -> list[Element]:
-    """Subject as the root title, the body under it, then each attachment as a section of its
-    own. Attachments go through ``_parse`` (not unstructured's ``process_attachments``, which
-    would skip our bomb checks and route PDFs to the missing ``unstructured[pdf]``)."""
-    from unstructured.partition.email import partition_email
+    """Subject as the root title, the body under it as plain text, then each attachment as a
+    section of its own.
 
+    Headers are metadata, not text, and a body is chunked like plain text: no line of it is a
+    heading. (unstructured's e-mail partitioner classified every short body line as a title, and
+    each title opened a chunk: 2,000 lines of ``line`` made 2,002 chunks.) Unnamed text parts
+    beside the body are more body. Attachments go through ``_parse`` (not unstructured's
+    ``process_attachments``, which would skip our bomb checks and route PDFs to the missing
+    ``unstructured[pdf]``)."""
     msg: EmailMessage = email.message_from_bytes(content, policy=email.policy.default)  # type: ignore[assignment]
     out: list[Element] = []
     subject = str(msg.get("Subject", "") or "").strip()
     if subject:
         out.append(Element("Title", subject, 0))
-    body = partition_email(file=io.BytesIO(content), metadata_filename=filename, process_attachments=False)
-    out.extend(replace(el, depth=el.depth + 1) for el in _convert(body))
+    body = msg.get_body(preferencelist=("plain", "html"))
+    if body is not None:
+        out.extend(replace(el, depth=1) for el in _email_text(body, limits, depth))
     for part in msg.iter_attachments():
-        out.extend(_attachment(part, limits, depth))
+        if part.get_filename():
+            out.extend(_attachment(part, limits, depth))
+        elif part.get_content_maintype() == "text":
+            out.extend(replace(el, depth=1) for el in _email_text(part, limits, depth))
+        # an unnamed non-text part holds nothing to find, not even a name
+        _check_element_count(len(out), limits)
     return out
+
+
+def _email_text(part: EmailMessage, limits: IngestSettings, depth: int) -> list[Element]:
+    """One text part as plain-text paragraphs (HTML through its parser, then flattened: tables
+    stay tables, nothing else is a title)."""
+    try:
+        text = part.get_content()
+    except LookupError as exc:  # the part names a charset no codec knows
+        raise IngestError(f"e-mail part declares an unknown charset: {exc}"[:500], code="unknown_charset") from exc
+    if not isinstance(text, str):
+        return []
+    if part.get_content_subtype() != "html":
+        return _paragraph_elements(text, headings=False)
+    data = text.encode("utf-8")
+    if _long_run(data, b"<", _LIBXML_TEXT_LIMIT):
+        raise IngestError(f"an HTML body has a text block over {_LIBXML_TEXT_LIMIT} bytes", code="too_large")
+    from unstructured.partition.html import partition_html
+
+    return [el if el.kind == "Table" else replace(el, kind="NarrativeText", depth=0)
+            for el in _convert(partition_html(text=text))]
 
 
 def _attachment(part: EmailMessage, limits: IngestSettings, depth: int) -> list[Element]:

@@ -6,9 +6,9 @@ catalog. Idempotent and incremental:
 - changed content: chunks replaced (deterministic ids; leftovers deleted);
 - gone from the source listing: chunks and catalog row deleted.
 
-Crash safety: before touching the index a document row is marked ``writing`` with every id
-the write may touch; ``recover()`` removes those points and forces a re-ingest, so a kill at
-any point leaves no orphaned, duplicated or half-updated chunks once recovery runs.
+Crash safety: every write goes through ``IndexWriter`` (``ingest.writer``), which records the
+intent before touching the index; ``recover()`` undoes interrupted writes, so a kill at any
+point leaves no orphaned, duplicated or half-updated chunks once recovery runs.
 A bad document records a per-document error code and the job goes on.
 
 Observability: every outcome is counted (``clearance_ingest_documents_total``, failures by code
@@ -19,35 +19,26 @@ recorded per source in the catalog (time, success, and the root of a filesystem 
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Callable
-
-import numpy as np
 
 from core.errors import ClearanceError, IngestError
 from core.metrics import Metrics
 from core.settings import IngestSettings
 from core.types import Acl, SourceDocument
-from ingest.catalog import Catalog, DocumentRow, JobItemRow, JobRow, dumps, utcnow
+from store.catalog import Catalog, DocState, DocumentRow, JobItemRow, JobRow, JobState, utcnow
 from ingest.chunking import TextChunk, chunk_elements
 from ingest.crashpoints import crashpoint
 from ingest.sandbox import parse_isolated
 from ingest.sources import DocumentSource, content_hash
 from retrieval.bm25 import Bm25Encoder
 from retrieval.embedder import Embedder
-from retrieval.index import ChunkIndex, IndexPoint
-
-_NAMESPACE = uuid.UUID("6f1c2a9e-3d5b-4c1e-9a7f-0b8e2d4c6a10")
+from retrieval.index import ChunkIndex
+from retrieval.payload import doc_key
+from ingest.writer import ContentWrite, IndexWriter
 
 Progress = Callable[[str, str], None]  # (doc_key, outcome)
-
-
-def point_id(doc_key: str, chunk_index: int) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{doc_key}#{chunk_index}"))
 
 
 @dataclass
@@ -76,9 +67,10 @@ class Ingestor:
         self.embedder = embedder
         self.bm25 = bm25
         self.metrics = metrics
+        self.writer = IndexWriter(settings.tenant, catalog, index, bm25)
 
     def doc_key(self, source: str, doc_id: str) -> str:
-        return f"{self.settings.tenant}/{source}/{doc_id}"
+        return doc_key(self.settings.tenant, source, doc_id)
 
     # -- jobs -----------------------------------------------------------------------------
     def sync(self, source: DocumentSource, progress: Progress | None = None, full: bool = True,
@@ -133,7 +125,7 @@ class Ingestor:
                         res = exc
                     items.append(self._record(job_id, row.key, res, (time.perf_counter() - t0) * 1000, report, progress))
                     self._observe(source.name, items[-1].outcome, items[-1].error_code)
-        job.state = "done"
+        job.state = JobState.DONE
         job.finished_at = utcnow()
         for outcome, n in report.counts.items():
             if hasattr(job, outcome):
@@ -214,8 +206,12 @@ class Ingestor:
                 results[i] = err
             return results
         crashpoint("embed")
+        writes, offset = [], 0
+        for (i, key, digest, chunks, _), group in zip(todo, texts):
+            writes.append(ContentWrite(docs[i], key, digest, chunks, group, vectors[offset:offset + len(group)]))
+            offset += len(group)
         try:
-            self._write_batch(docs, todo, texts, vectors)
+            self.writer.write(writes)
             for i, _, _, chunks, row in todo:
                 results[i] = ("updated" if row is not None else "added", len(chunks))
         except ClearanceError as exc:  # the index or catalog failed: recover() undoes the batch
@@ -234,7 +230,7 @@ class Ingestor:
         key = self.doc_key(doc.source, doc.doc_id)
         digest = content_hash(doc.content)
         row = self.catalog.get(key)
-        if row is not None and row.state == "indexed" and row.content_hash == digest:
+        if row is not None and row.state == DocState.INDEXED and row.content_hash == digest:
             if row.acl == doc.acl:
                 return "unchanged"
             self.set_acl(key, doc.acl)
@@ -252,129 +248,25 @@ class Ingestor:
         crashpoint("parse")
         return key, digest, chunks, row
 
-    def _write_batch(self, docs: list[SourceDocument], todo: list, texts: list[list[str]], dense: "np.ndarray") -> None:
-        """Write a batch: intents (one commit), points (one upsert), leftovers (one delete),
-        then the rows marked indexed (one commit). A crash between any two steps leaves rows
-        in ``writing`` with every id they may have touched, which recover() removes."""
-        with self.catalog.write_lock([t[1] for t in todo]):
-            # The rows as they are now, under the lock: another writer (a PATCH, a delete) may
-            # have changed them since _prepare read them.
-            current = self.catalog.get_many([t[1] for t in todo])
-            self._write_locked(docs, [(i, key, digest, chunks, current.get(key)) for i, key, digest, chunks, _ in todo],
-                               texts, dense)
-
-    def _write_locked(self, docs: list[SourceDocument], todo: list, texts: list[list[str]], dense: "np.ndarray") -> None:
-        now = utcnow()
-        records, points, stale = [], [], []
-        offset = 0
-        for (i, key, digest, chunks, row), group in zip(todo, texts):
-            doc = docs[i]
-            new_ids = [point_id(key, n) for n in range(len(chunks))]
-            old_ids = row.ids if row is not None else []
-            # A row still ``writing`` (a write died and no recover() ran since, as on the push and
-            # worker paths) may have points beyond its ids, in its pending ids: leftovers too.
-            left = sorted(set(old_ids) | set(json.loads(row.pending_ids))) if row is not None else []
-            version = digest[:16]
-            records.append((DocumentRow(
-                key=key, tenant=self.settings.tenant, source=doc.source, doc_id=doc.doc_id, uri=doc.uri,
-                title=doc.title, version=version, content_hash=digest, acl_allow=dumps(doc.acl.allow),
-                acl_deny=dumps(doc.acl.deny), modified_at=doc.modified_at, ingested_at=now, state="writing",
-                point_ids=json.dumps(old_ids), pending_ids=json.dumps(sorted(set(left) | set(new_ids))),
-            ), new_ids))
-            vecs = dense[offset:offset + len(group)]
-            offset += len(group)
-            points += [IndexPoint(pid, vec.tolist(), self.bm25.encode_document(text),
-                                  self._payload(key, doc, version, digest, n, c, now))
-                       for n, (pid, vec, text, c) in enumerate(zip(new_ids, vecs, group, chunks))]
-            stale += sorted(set(left) - set(new_ids))
-        # Intent first: a crash after this line is undone by recover().
-        self.catalog.put_many([r for r, _ in records])
-        crashpoint("catalog_intent")
-        self.index.upsert(points)
-        crashpoint("index_upsert")
-        self.index.delete(stale)
-        crashpoint("stale_delete")
-        for record, new_ids in records:
-            record.state, record.point_ids, record.pending_ids = "indexed", json.dumps(new_ids), "[]"
-        self.catalog.put_many([r for r, _ in records])
-        crashpoint("catalog_commit")
-
     @staticmethod
     def _embed_text(doc: SourceDocument, c: TextChunk) -> str:
         head = " — ".join(x for x in (doc.title, c.section) if x)
         return f"{head}\n{c.text}" if head else c.text
 
-    def _payload(self, key: str, doc: SourceDocument, version: str, digest: str, i: int, c: TextChunk,
-                 now: datetime) -> dict:
-        return {
-            "tenant": self.settings.tenant, "source": doc.source, "doc_id": doc.doc_id, "doc_key": key,
-            "uri": doc.uri, "title": doc.title, "section": c.section, "page": c.page,
-            "element_types": list(c.element_types), "chunk_index": i, "version": version,
-            "content_hash": digest, "modified_at": doc.modified_at.isoformat(),
-            "modified_ts": doc.modified_at.timestamp(), "ingested_at": now.isoformat(),
-            "acl_allow": sorted(doc.acl.allow), "acl_deny": sorted(doc.acl.deny), "text": c.text,
-        }
-
     def set_acl(self, key: str, acl: Acl) -> None:
-        """ACL-only change: payload update on every chunk, never a re-embed. Intent first, as for
-        content: killed between the index and the catalog, the index would hold an ACL the
-        catalog does not know, and a source reverting to the catalog's ACL would look unchanged
-        forever; marked ``writing``, recover() removes the points and forces a re-ingest."""
-        with self.catalog.write_lock([key]):
-            self._set_acl_locked(key, acl)
-
-    def _set_acl_locked(self, key: str, acl: Acl) -> None:
-        row = self.catalog.get(key)
-        if row is None:
-            raise IngestError(f"unknown document {key}", code="not_found")
-        state, pending = row.state, row.pending_ids
-        row.state, row.pending_ids = "writing", json.dumps(sorted(set(row.ids) | set(json.loads(pending))))
-        self.catalog.put(row)
-        self.index.set_payload(row.ids, {"acl_allow": sorted(acl.allow), "acl_deny": sorted(acl.deny)})
-        crashpoint("acl_update")
-        row.acl_allow, row.acl_deny = dumps(acl.allow), dumps(acl.deny)
-        row.state, row.pending_ids = state, pending
-        self.catalog.put(row)
+        """ACL-only change (``IndexWriter.set_acl``): payload update, never a re-embed."""
+        self.writer.set_acl(key, acl)
 
     def delete(self, source: str, doc_id: str) -> bool:
-        key = self.doc_key(source, doc_id)
-        with self.catalog.write_lock([key]):
-            row = self.catalog.get(key)
-            if row is None:
-                return False
-            self._delete_row(row)
+        if not self.writer.delete(self.doc_key(source, doc_id)):
+            return False
         self._observe(source, "deleted", None)
         return True
 
     def _delete_key(self, key: str) -> tuple[str, int]:
-        with self.catalog.write_lock([key]):
-            row = self.catalog.get(key)
-            return self._delete_row(row) if row is not None else ("deleted", 0)
-
-    def _delete_row(self, row: DocumentRow) -> tuple[str, int]:
-        row.state = "writing"
-        # with whatever an interrupted earlier write may have left (its pending ids)
-        row.pending_ids = json.dumps(sorted(set(row.ids) | set(json.loads(row.pending_ids))))
-        self.catalog.put(row)
-        self.index.delete(json.loads(row.pending_ids))
-        crashpoint("doc_delete")
-        self.catalog.remove(row.key)
+        self.writer.delete(key)
         return "deleted", 0
 
     def recover(self) -> int:
-        """Undo writes interrupted by a crash: remove their points and force a re-ingest."""
-        fixed = 0
-        for seen in list(self.catalog.documents()):
-            if seen.state != "writing":
-                continue
-            with self.catalog.write_lock([seen.key]):
-                row = self.catalog.get(seen.key)  # a live writer may have finished it meanwhile
-                if row is None or row.state != "writing":
-                    continue
-                self.index.delete(sorted(set(json.loads(row.pending_ids)) | set(row.ids)))
-                crashpoint("recover")
-                row.state, row.point_ids, row.pending_ids, row.content_hash = "indexed", "[]", "[]", ""
-                self.catalog.put(row)
-                fixed += 1
-        return fixed
-
+        """Undo writes interrupted by a crash (``IndexWriter.recover``)."""
+        return self.writer.recover()

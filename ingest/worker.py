@@ -12,7 +12,7 @@ from pathlib import Path
 from core.errors import ClearanceError
 from core.types import SourceDocument
 from ingest.pipeline import Ingestor
-from ingest.queue import Enqueued, QueueRow, WorkQueue
+from store.queue import Enqueued, QueueRow, WorkQueue
 from ingest.sources import FilesystemSource
 
 

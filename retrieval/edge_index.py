@@ -9,38 +9,33 @@ from __future__ import annotations
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import qdrant_edge as qe
 
 from core.errors import BackendUnavailableError
 from core.types import SearchMode
-from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, rank_legs, validate_point
-from retrieval.scope_filter import FLOAT_FIELDS, KEYWORD_FIELDS, CompiledFilter, Condition, Match, Range
+from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
+from retrieval.engine_filter import FilterDialect, translate
+from retrieval.payload import FLOAT_FIELDS, KEYWORD_FIELDS, TENANT_FIELD
+from retrieval.scope_filter import CompiledFilter
 from retrieval.unavailable import engine_call
 
-
-def _condition(c: Condition) -> qe.FieldCondition:
-    if isinstance(c, Match):
-        return qe.FieldCondition(key=c.key, match=qe.MatchAny(any=list(c.values)))
-    return qe.FieldCondition(key=c.key, range=qe.RangeFloat(gte=c.gte, lt=c.lt))
+EDGE_FILTERS: FilterDialect[qe.FieldCondition, qe.Filter] = FilterDialect(
+    match_any=lambda key, values: qe.FieldCondition(key=key, match=qe.MatchAny(any=values)),
+    range=lambda key, gte, lt: qe.FieldCondition(key=key, range=qe.RangeFloat(gte=gte, lt=lt)),
+    filter=lambda must, must_not: qe.Filter(must=list[Any](must), must_not=list[Any](must_not) or None),
+)
 
 
 def to_edge_filter(flt: CompiledFilter) -> qe.Filter:
-    return qe.Filter(
-        must=[_condition(c) for c in flt.must],
-        must_not=[qe.Filter(must=[_condition(c) for c in group]) for group in flt.must_not],
-    )
+    return translate(flt, EDGE_FILTERS)
 
 
 def _dense_params(q: IndexQuery) -> qe.SearchParams | None:
     if q.exact:
         return qe.SearchParams(exact=True)
     return qe.SearchParams(acorn=qe.AcornSearchParams(enable=True, max_selectivity=ACORN_MAX_SELECTIVITY)) if q.acorn else None
-
-
-def _dense(vector: Any) -> list[float] | None:
-    return list(vector[DENSE]) if isinstance(vector, dict) and DENSE in vector else None
 
 
 def _id(pid: Any) -> str:
@@ -70,11 +65,11 @@ class EdgeIndex:
         with self._write_lock:
             for name in KEYWORD_FIELDS:
                 if name not in existing:
-                    params = qe.KeywordIndexParams(is_tenant=name == "tenant" or None, enable_hnsw=False)
-                    self._shard.update(qe.UpdateOperation.create_field_index(name, params))
+                    params = qe.KeywordIndexParams(is_tenant=name == TENANT_FIELD or None, enable_hnsw=False)
+                    self._shard.update(qe.UpdateOperation.create_field_index(name.value, params))
             for name in FLOAT_FIELDS:
                 if name not in existing:
-                    self._shard.update(qe.UpdateOperation.create_field_index(name, qe.FloatIndexParams(enable_hnsw=False)))
+                    self._shard.update(qe.UpdateOperation.create_field_index(name.value, qe.FloatIndexParams(enable_hnsw=False)))
 
     # -- writes ---------------------------------------------------------------------------
     def upsert(self, points: Sequence[IndexPoint]) -> None:
@@ -83,7 +78,8 @@ class EdgeIndex:
         batch = []
         for p in points:
             validate_point(p, self.dim)
-            vec = {DENSE: [float(x) for x in p.dense], SPARSE: qe.SparseVector(list(p.sparse.indices), list(p.sparse.values))}
+            vec: dict[str, Any] = {DENSE: [float(x) for x in p.dense],
+                                   SPARSE: qe.SparseVector(list(p.sparse.indices), list(p.sparse.values))}
             batch.append(qe.Point(p.id, vec, p.payload))
         with self._write_lock, engine_call("edge", "upsert"):
             self._shard.update(qe.UpdateOperation.upsert_points(batch))
@@ -99,11 +95,12 @@ class EdgeIndex:
                 self._shard.update(qe.UpdateOperation.set_payload(list(ids), payload))
 
     def optimize(self) -> bool:
-        with self._write_lock:
+        with self._write_lock, engine_call("edge", "optimize"):
             return bool(self._shard.optimize())
 
     def flush(self) -> None:
-        self._shard.flush()
+        with engine_call("edge", "flush"):
+            self._shard.flush()
 
     def close(self) -> None:
         self._shard.flush()
@@ -126,7 +123,8 @@ class EdgeIndex:
         weights = list(q.weights) if q.weights != (1.0, 1.0) else None
         return qe.QueryRequest(
             limit=limit,
-            query=qe.Fusion.Rrf(k=q.rrf_k, weights=weights),
+            # The stubs type Fusion.Rrf as its own class; the engine takes it as a query (checked by calling).
+            query=cast(qe.Fusion, qe.Fusion.Rrf(k=q.rrf_k, weights=weights)),
             prefetches=[
                 qe.Prefetch(limit=q.prefetch_limit, query=self._leg("dense", q), filter=f, params=_dense_params(q)),
                 qe.Prefetch(limit=q.prefetch_limit, query=self._leg("bm25", q), filter=f),
@@ -157,8 +155,8 @@ class EdgeIndex:
         return hits
 
     @staticmethod
-    def _hits(points: list) -> list[IndexHit]:
-        return [IndexHit(_id(p.id), float(p.score), dict(p.payload or {}), dense=_dense(p.vector)) for p in points]
+    def _hits(points: list[Any]) -> list[IndexHit]:
+        return [IndexHit(_id(p.id), float(p.score), dict(p.payload or {}), dense=dense_of(p.vector)) for p in points]
 
     def scroll(self, flt: CompiledFilter, limit: int) -> list[IndexHit]:
         with engine_call("edge", "scroll"):

@@ -17,6 +17,7 @@ import numpy as np
 
 from core.errors import ConfigError
 from core.settings import EmbedderSettings
+from retrieval.vectors import checked as _checked
 
 
 class Embedder(Protocol):
@@ -70,7 +71,8 @@ class MiniLmEmbedder:
         return _checked(np.asarray(vecs, dtype=np.float32), self.dim)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed([text])[0]
+        row: np.ndarray = self.embed([text])[0]
+        return row
 
 
 class HashEmbedder:
@@ -95,13 +97,8 @@ class HashEmbedder:
         return _checked(out, self.dim)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed([text])[0]
-
-
-def _checked(vecs: np.ndarray, dim: int) -> np.ndarray:
-    if vecs.ndim != 2 or vecs.shape[1] != dim or not np.isfinite(vecs).all():
-        raise ValueError("embedder produced malformed vectors")
-    return vecs
+        row: np.ndarray = self.embed([text])[0]
+        return row
 
 
 def build_embedder(settings: EmbedderSettings) -> Embedder:

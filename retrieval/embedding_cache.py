@@ -7,7 +7,7 @@ import hashlib
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -50,9 +50,10 @@ class CachedEmbedder:
         return self._cached("doc", list(texts), self.inner.embed)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._cached("query", [text], lambda t: self.inner.embed_query(t[0])[None, :])[0]
+        row: np.ndarray = self._cached("query", [text], lambda t: self.inner.embed_query(t[0])[None, :])[0]
+        return row
 
-    def _cached(self, kind: str, texts: list[str], compute) -> np.ndarray:  # noqa: ANN001
+    def _cached(self, kind: str, texts: list[str], compute: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         keys = [self._key(kind, t) for t in texts]
         found = self._lookup(keys)
         missing = [i for i, k in enumerate(keys) if k not in found]

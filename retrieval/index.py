@@ -96,8 +96,23 @@ class ChunkIndex(Protocol):
         """Total number of points (operational figure; no payload leaves)."""
         ...
 
-    def close(self) -> None:
+    def optimize(self) -> bool:
+        """Build the search structures for recent writes (Edge has no background optimizer);
+        True when work was done. Backends that optimize on their own return False."""
         ...
+
+    def flush(self) -> None:
+        """Make every acknowledged write durable (backups take a copy after this)."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release the index (for Edge: its WAL lock)."""
+        ...
+
+
+def dense_of(vector: object) -> list[float] | None:
+    """The dense vector of a returned point, when it was asked for."""
+    return list(vector[DENSE]) if isinstance(vector, dict) and DENSE in vector else None
 
 
 def validate_point(p: IndexPoint, dim: int) -> None:

@@ -21,12 +21,12 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from core.settings import EmbedderSettings
-from retrieval.embedder import _checked
+from retrieval.vectors import checked as _checked
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def export_onnx(model_dir: Path, out: Path) -> None:
             super().__init__()
             self.bert = bert
 
-        def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001, ANN201
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
             hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -138,4 +138,5 @@ class OnnxMiniLmEmbedder:
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._run([text])[0]
+        row: np.ndarray = self._run([text])[0]
+        return row

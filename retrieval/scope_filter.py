@@ -9,6 +9,11 @@ How conditions combine (every clause is ANDed):
 4. Freshness: ``modified_ts >= now - max_age`` when the query sets ``max_age``; and for every
    source with a configured maximum age, NOT (source is that source AND older than its cutoff).
 5. Caller filters only narrow: ``source`` any-of the requested sources, modified date range.
+6. Metadata filters (``metadata_conditions``) only narrow too: each is one more ANDed ``must``
+   clause on ``metadata.<field>`` (equality / any-of, or a numeric ``[gte, lt)`` range), allowed
+   only on fields a source contract declares (``ingest.contracts`` settings), with the value type
+   the contract declares; anything else is an ``InvalidRequestError`` (422) before any index is
+   touched. They are appended to a compiled scope and can never remove one of its clauses.
 
 An empty principal set raises ``EmptyScopeError`` here, before anything reaches an index, so
 an ACL condition with an empty any-of list (which some transports read as "no condition") is
@@ -21,32 +26,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from core.errors import EmptyScopeError
+from collections.abc import Mapping
+
+from core.errors import EmptyScopeError, InvalidRequestError
 from core.types import Scope
+from retrieval.payload import PayloadField
 
-# Payload field names shared by both backends and by the catalog oracle.
-F_TENANT = "tenant"
-F_ALLOW = "acl_allow"
-F_DENY = "acl_deny"
-F_SOURCE = "source"
-F_DOC = "doc_key"
-F_MODIFIED = "modified_ts"
+F_TENANT = PayloadField.TENANT
+F_ALLOW = PayloadField.ACL_ALLOW
+F_DENY = PayloadField.ACL_DENY
+F_SOURCE = PayloadField.SOURCE
+F_DOC = PayloadField.DOC_KEY
+F_MODIFIED = PayloadField.MODIFIED_TS
 
-KEYWORD_FIELDS = (F_TENANT, F_ALLOW, F_DENY, F_SOURCE, F_DOC)
-FLOAT_FIELDS = (F_MODIFIED,)
+
+@dataclass(frozen=True)
+class MetadataKey:
+    """A declared metadata field, stored under ``metadata.<name>`` in the payload."""
+
+    name: str
+
+    @property
+    def value(self) -> str:
+        return f"{PayloadField.METADATA.value}.{self.name}"
 
 
 @dataclass(frozen=True)
 class Match:
     """``key`` holds any of ``values`` (for list payloads: any element does)."""
 
-    key: str
-    values: tuple[str, ...]
+    key: PayloadField | MetadataKey
+    values: tuple[str, ...] | tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class Range:
-    key: str
+    key: PayloadField | MetadataKey
     gte: float | None = None
     lt: float | None = None
 
@@ -105,3 +120,86 @@ def compile_scope(
 def doc_filter(base: CompiledFilter, doc_key: str) -> CompiledFilter:
     """Narrow a compiled scope to one document (for get/chunk reads)."""
     return CompiledFilter((*base.must, Match(F_DOC, (doc_key,))), base.must_not)
+
+
+# -- metadata filters ---------------------------------------------------------------------------
+
+MetadataValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class MetadataFilter:
+    """A caller's condition on one metadata field: equal to any of ``any_of``, or in ``[gte, lt)``."""
+
+    field: str
+    any_of: tuple[MetadataValue, ...] = ()
+    gte: float | None = None
+    lt: float | None = None
+
+
+def parse_metadata_filters(raw: Mapping[str, object]) -> tuple[MetadataFilter, ...]:
+    """``{"region": "emea", "tier": ["gold", "silver"], "amount": {"gte": 10, "lt": 100}}``: a
+    scalar is equality, a list any-of, an object a range. Malformed shapes are a 422."""
+    out: list[MetadataFilter] = []
+    for name, value in sorted(raw.items()):
+        if isinstance(value, Mapping):
+            extra = set(value) - {"gte", "lt"}
+            bounds = [value.get("gte"), value.get("lt")]
+            if extra or not any(b is not None for b in bounds) or not all(
+                    b is None or (isinstance(b, (int, float)) and not isinstance(b, bool)) for b in bounds):
+                raise InvalidRequestError(f"metadata.{name}: a range is {{\"gte\": number, \"lt\": number}}")
+            out.append(MetadataFilter(name, gte=_num(value.get("gte")), lt=_num(value.get("lt"))))
+        elif isinstance(value, list):
+            if not value or not all(isinstance(v, (str, int, float, bool)) for v in value):
+                raise InvalidRequestError(f"metadata.{name}: any-of needs a non-empty list of scalars")
+            out.append(MetadataFilter(name, any_of=tuple(value)))
+        elif isinstance(value, (str, int, float, bool)):
+            out.append(MetadataFilter(name, any_of=(value,)))
+        else:
+            raise InvalidRequestError(f"metadata.{name}: expected a value, a list of values or a range")
+    return tuple(out)
+
+
+def _num(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def metadata_conditions(filters: tuple[MetadataFilter, ...], declared: Mapping[str, str]) -> tuple[Condition, ...]:
+    """One ``must`` condition per filter, checked against the declared field types
+    (``declared_metadata``); undeclared fields and type mismatches are a 422."""
+    out: list[Condition] = []
+    for f in filters:
+        kind = declared.get(f.field)
+        if kind is None:
+            raise InvalidRequestError(f"metadata.{f.field} is not a declared metadata field")
+        key = MetadataKey(f.field)
+        if f.gte is not None or f.lt is not None:
+            if kind not in ("int", "float"):
+                raise InvalidRequestError(f"metadata.{f.field} is {kind}: ranges need an int or float field")
+            out.append(Range(key, gte=f.gte, lt=f.lt))
+            continue
+        if kind in ("str", "list"):
+            if not all(isinstance(v, str) for v in f.any_of):
+                raise InvalidRequestError(f"metadata.{f.field} holds strings")
+            out.append(Match(key, tuple(str(v) for v in f.any_of)))
+        elif kind == "bool":
+            if not all(isinstance(v, bool) for v in f.any_of):
+                raise InvalidRequestError(f"metadata.{f.field} holds true or false")
+            out.append(Match(key, tuple(bool_text(bool(v)) for v in f.any_of)))
+        elif kind == "int":
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in f.any_of):
+                raise InvalidRequestError(f"metadata.{f.field} holds integers")
+            out.append(Match(key, tuple(int(v) for v in f.any_of)))
+        else:
+            raise InvalidRequestError(f"metadata.{f.field} is a float: filter it with a range")
+    return tuple(out)
+
+
+def with_metadata(base: CompiledFilter, conditions: tuple[Condition, ...]) -> CompiledFilter:
+    """Narrow a compiled scope by metadata conditions (appended, never replacing a clause)."""
+    return CompiledFilter((*base.must, *conditions), base.must_not)
+
+
+def bool_text(value: bool) -> str:
+    """Booleans are stored and matched as "true"/"false" (engines match keywords and integers)."""
+    return "true" if value else "false"

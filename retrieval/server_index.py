@@ -13,32 +13,27 @@ from qdrant_client import QdrantClient, models
 from core.errors import BackendUnavailableError
 from core.settings import QdrantSettings
 from core.types import SearchMode
-from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, rank_legs, validate_point
-from retrieval.scope_filter import FLOAT_FIELDS, KEYWORD_FIELDS, CompiledFilter, Condition, Match
+from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
+from retrieval.engine_filter import FilterDialect, translate
+from retrieval.payload import FLOAT_FIELDS, KEYWORD_FIELDS, TENANT_FIELD
+from retrieval.scope_filter import CompiledFilter
 from retrieval.unavailable import engine_call
 
-
-def _condition(c: Condition) -> models.FieldCondition:
-    if isinstance(c, Match):
-        return models.FieldCondition(key=c.key, match=models.MatchAny(any=list(c.values)))
-    return models.FieldCondition(key=c.key, range=models.Range(gte=c.gte, lt=c.lt))
+SERVER_FILTERS: FilterDialect[models.FieldCondition, models.Filter] = FilterDialect(
+    match_any=lambda key, values: models.FieldCondition(key=key, match=models.MatchAny(any=values)),
+    range=lambda key, gte, lt: models.FieldCondition(key=key, range=models.Range(gte=gte, lt=lt)),
+    filter=lambda must, must_not: models.Filter(must=list[Any](must), must_not=list[Any](must_not) or None),
+)
 
 
 def to_server_filter(flt: CompiledFilter) -> models.Filter:
-    return models.Filter(
-        must=[_condition(c) for c in flt.must],
-        must_not=[models.Filter(must=[_condition(c) for c in group]) for group in flt.must_not],
-    )
+    return translate(flt, SERVER_FILTERS)
 
 
 def _dense_params(q: IndexQuery) -> models.SearchParams | None:
     if q.exact:
         return models.SearchParams(exact=True)
     return models.SearchParams(acorn=models.AcornSearchParams(enable=True, max_selectivity=ACORN_MAX_SELECTIVITY)) if q.acorn else None
-
-
-def _dense(vector: Any) -> list[float] | None:
-    return list(vector[DENSE]) if isinstance(vector, dict) and DENSE in vector else None
 
 
 class QdrantServerIndex:
@@ -68,11 +63,11 @@ class QdrantServerIndex:
                 return  # qdrant-client's local mode ignores payload indexes (and warns)
             for name in KEYWORD_FIELDS:
                 self._client.create_payload_index(
-                    self.collection, name,
-                    models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=name == "tenant" or None),
+                    self.collection, name.value,
+                    models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=name == TENANT_FIELD or None),
                 )
             for name in FLOAT_FIELDS:
-                self._client.create_payload_index(self.collection, name, models.PayloadSchemaType.FLOAT)
+                self._client.create_payload_index(self.collection, name.value, models.PayloadSchemaType.FLOAT)
 
     def upsert(self, points: Sequence[IndexPoint]) -> None:
         if not points:
@@ -80,7 +75,7 @@ class QdrantServerIndex:
         batch = []
         for p in points:
             validate_point(p, self.dim)
-            vec = {DENSE: [float(x) for x in p.dense],
+            vec: dict[str, Any] = {DENSE: [float(x) for x in p.dense],
                    SPARSE: models.SparseVector(indices=list(p.sparse.indices), values=list(p.sparse.values))}
             batch.append(models.PointStruct(id=p.id, vector=vec, payload=p.payload))
         with engine_call("qdrant", "upsert"):
@@ -100,10 +95,11 @@ class QdrantServerIndex:
         return False  # the server optimizes in the background
 
     def flush(self) -> None:
-        return None
+        return None  # every write waits for the server (wait=True)
 
     def close(self) -> None:
-        self._client.close()
+        with engine_call("qdrant", "close"):
+            self._client.close()
 
     def _leg(self, mode: SearchMode, q: IndexQuery) -> tuple[Any, str]:
         if mode == "dense":
@@ -116,8 +112,9 @@ class QdrantServerIndex:
         vectors = [DENSE] if q.with_dense and top else False
         if mode == "hybrid":
             prefetch = []
-            for leg in ("dense", "bm25"):
-                vec, using = self._leg(leg, q)  # type: ignore[arg-type]
+            legs: tuple[SearchMode, SearchMode] = ("dense", "bm25")
+            for leg in legs:
+                vec, using = self._leg(leg, q)
                 params = _dense_params(q) if leg == "dense" else None
                 prefetch.append(models.Prefetch(query=vec, using=using, limit=q.prefetch_limit, filter=f, params=params))
             rrf = models.Rrf(k=q.rrf_k, weights=list(q.weights) if q.weights != (1.0, 1.0) else None)
@@ -130,7 +127,7 @@ class QdrantServerIndex:
             res = self._client.query_points(self.collection, query=vec, using=using, query_filter=f, limit=limit,
                                             with_payload=True, with_vectors=vectors,
                                             search_params=_dense_params(q) if mode == "dense" else None)
-        return [IndexHit(str(p.id), float(p.score), dict(p.payload or {}), dense=_dense(p.vector)) for p in res.points]
+        return [IndexHit(str(p.id), float(p.score), dict(p.payload or {}), dense=dense_of(p.vector)) for p in res.points]
 
     def search(self, query: IndexQuery, flt: CompiledFilter) -> list[IndexHit]:
         with engine_call("qdrant", "search"):

@@ -15,20 +15,25 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 
-from core.audit import SeenChunk, payload_acl_fingerprint
+from core.audit import SeenChunk, acl_fingerprint
 from core.errors import InvalidRequestError, NotFoundError
 from core.logging import Log
 from core.settings import RetrievalSettings
 from core.types import Scope, SearchMode
 from retrieval.bm25 import Bm25Encoder, word_term
+from retrieval.cursor import digest
 from retrieval.embedder import Embedder
 from retrieval.index import ChunkIndex, IndexHit, IndexQuery
+from retrieval.payload import DOCUMENT_FIELDS, ChunkPayload, PayloadField, doc_key
 from retrieval.rerank import Reranker
 from retrieval.scope_filter import CompiledFilter, compile_scope, doc_filter
+
+
+GroupBy = Literal["chunk", "document"]  # document: one entry per document with its best chunks
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,12 @@ class SearchHit:
     dense_score: float | None = None  # cosine between the query and this chunk
     acl_fingerprint: str = ""  # of the ACL in the payload the engine matched (core.audit)
 
+    source: str = ""
+    doc_id: str = ""
+    version: str = ""
+
     def seen(self) -> SeenChunk:
-        p = self.provenance
-        return SeenChunk(self.id, str(p.get("source") or ""), str(p.get("doc_id") or ""), str(p.get("version") or ""),
-                         self.acl_fingerprint)
+        return SeenChunk(self.id, self.source, self.doc_id, self.version, self.acl_fingerprint)
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,28 @@ class SearchResult:
     # hit at all), so an assistant can route to a human; None in bm25 mode (no dense signal).
     low_confidence: bool | None = None
     legs_ms: dict[str, float] = field(default_factory=dict)  # "encode", "engine"
+    # group_by="document": one entry per document, ranked by its best chunk; ``hits`` then holds
+    # the same chunks flattened in that order (what the answer hands out, for the audit trail).
+    documents: list["DocumentGroup"] | None = None
+    # More results may follow this page (the candidate list was not exhausted).
+    more: bool = False
+
+    def handed_out(self) -> list[str]:
+        """What a page cursor records as shown: chunk ids, or document keys when grouped."""
+        if self.documents is not None:
+            return [g.key for g in self.documents]
+        return [h.id for h in self.hits]
+
+
+@dataclass(frozen=True)
+class DocumentGroup:
+    """One document of a grouped answer: its best chunks, best first."""
+
+    key: str  # ``doc_key``: tenant/source/doc_id
+    source: str
+    doc_id: str
+    score: float  # the best chunk's
+    hits: list[SearchHit]
 
 
 @dataclass(frozen=True)
@@ -72,11 +101,11 @@ class DocumentView:
 log = Log("clearance.search")
 
 TIE_MARGIN = 5
+# Deepest candidate list one page may fetch (grouped or paged searches widen until they have
+# enough documents or reach this many chunks).
+MAX_CANDIDATES = 2000
 DEGRADED_DENSE = "dense leg unavailable (query embedding failed): answered from BM25 only"
 DEGRADED_RERANK = "reranker failed: results are in retrieval order"
-
-PROVENANCE_FIELDS = ("source", "doc_id", "uri", "title", "section", "page", "version", "modified_at", "ingested_at",
-                     "content_hash", "chunk_index", "element_types")
 
 
 def small_scope(index: ChunkIndex, flt: CompiledFilter, exact_below_points: int) -> bool:
@@ -99,7 +128,14 @@ class SearchService:
 
 
     def search(self, scope: Scope, query: str, *, top_k: int = 10, mode: SearchMode = "hybrid",
-               explain: bool = False) -> SearchResult:
+               explain: bool = False, group_by: GroupBy = "chunk", chunks_per_document: int = 3,
+               seen: frozenset[str] = frozenset()) -> SearchResult:
+        """The caller's best ``top_k`` chunks (or documents, with ``group_by="document"``).
+
+        ``seen`` holds digests (``retrieval.cursor.digest``) of chunk ids, or of document keys when
+        grouped, that earlier pages handed out: they are skipped, so pages never repeat an item.
+        Skipping happens on results the scope filter already admitted; it can only remove.
+        """
         t0 = time.perf_counter()
         flt = self._filter(scope)  # raises on an empty scope before any work is done
         query = query.strip()
@@ -107,6 +143,11 @@ class SearchService:
             raise InvalidRequestError("query is empty")
         if not 1 <= top_k <= self.settings.max_top_k:
             raise InvalidRequestError(f"top_k must be between 1 and {self.settings.max_top_k}")
+        if group_by not in ("chunk", "document"):
+            raise InvalidRequestError("group_by must be 'chunk' or 'document'")
+        if not 1 <= chunks_per_document <= 20:
+            raise InvalidRequestError("chunks_per_document must be between 1 and 20")
+        grouped = group_by == "document"
         t_enc = time.perf_counter()
         dense: list[float] | None = None
         degraded, warnings = False, []
@@ -119,22 +160,44 @@ class SearchService:
                 warnings.append(DEGRADED_DENSE)
         sparse = self.bm25.encode_query(query) if mode in ("hybrid", "bm25") else None
         t_engine = time.perf_counter()
+        exact = dense is not None and small_scope(self.index, flt, self.settings.exact_below_points)
         # With a reranker the engine returns more candidates (all within the scope) to reorder.
         # TIE_MARGIN more than needed, so equal scores (RRF gives equal scores to a dense-only and
         # a BM25-only hit of the same rank; duplicated texts tie in every mode) are ordered by id
         # below: the same query gives the same answer across restarts (the engine's own tie order
-        # is not stable across processes).
-        limit = (max(top_k, self.settings.rerank_depth) if self.reranker is not None else top_k) + TIE_MARGIN
-        iq = IndexQuery(
-            mode=mode, limit=limit, dense=dense, sparse=sparse,
-            prefetch_limit=max(self.settings.prefetch_limit, limit), rrf_k=self.settings.rrf_k,
-            weights=(self.settings.dense_weight, self.settings.bm25_weight), with_legs=explain,
-            with_dense=dense is not None, acorn=self.settings.acorn,
-            exact=dense is not None and small_scope(self.index, flt, self.settings.exact_below_points),
-        )
-        hits = sorted(self.index.search(iq, flt), key=lambda h: (-h.score, h.id))
-        if self.reranker is None:
+        # is not stable across processes). Pages skip what earlier pages showed, so they fetch
+        # that much deeper; grouped answers need several chunks per document.
+        want = len(seen) + top_k
+        limit = want * (chunks_per_document if grouped else 1)
+        if self.reranker is not None:
+            limit = max(limit, self.settings.rerank_depth)
+        limit = min(limit + TIE_MARGIN, MAX_CANDIDATES)
+        while True:
+            iq = IndexQuery(
+                mode=mode, limit=limit, dense=dense, sparse=sparse,
+                prefetch_limit=max(self.settings.prefetch_limit, limit), rrf_k=self.settings.rrf_k,
+                weights=(self.settings.dense_weight, self.settings.bm25_weight), with_legs=explain,
+                with_dense=dense is not None, acorn=self.settings.acorn, exact=exact,
+            )
+            raw = sorted(self.index.search(iq, flt), key=lambda h: (-h.score, h.id))
+            exhausted = len(raw) < limit
+            if grouped:
+                raw = [h for h in raw if digest(_doc_key_of(h)) not in seen]
+                enough = len({_doc_key_of(h) for h in raw}) > top_k
+            else:
+                raw = [h for h in raw if digest(h.id) not in seen]
+                enough = len(raw) > top_k
+            if enough or exhausted or limit >= MAX_CANDIDATES:
+                break
+            limit = min(limit * 2, MAX_CANDIDATES)
+        more = not exhausted and limit < MAX_CANDIDATES
+        hits = raw
+        if self.reranker is None and not grouped:
+            more = more or len(hits) > top_k
             hits = hits[:top_k]  # snippets and cosines only for what is returned
+        elif self.reranker is None:
+            hits = _best_per_document(hits, top_k, chunks_per_document, key=_doc_key_of)
+            more = more or len({_doc_key_of(h) for h in raw}) > top_k
         legs_ms = {"encode": (t_engine - t_enc) * 1000, "engine": (time.perf_counter() - t_engine) * 1000}
         terms = set(self.bm25.tokenize(query))
         qvec = np.asarray(dense, dtype=np.float32) if dense is not None else None
@@ -148,13 +211,22 @@ class SearchService:
             if not ok:
                 degraded = True
                 warnings.append(DEGRADED_RERANK)
-        out = out[:top_k]
+            if grouped:
+                more = more or len({_hit_doc_key(h, scope) for h in out}) > top_k
+                out = _best_per_document(out, top_k, chunks_per_document, key=lambda h: _hit_doc_key(h, scope))
+            else:
+                more = more or len(out) > top_k
+        documents = None
+        if grouped:
+            documents = _groups(out, scope)
+        else:
+            out = out[:top_k]
         low = None
         if qvec is not None:
             best = max((h.dense_score for h in out if h.dense_score is not None), default=None)
             low = best is None or best < self.settings.low_confidence_dense
         return SearchResult(out, mode, (time.perf_counter() - t0) * 1000, degraded=degraded, warnings=warnings,
-                            low_confidence=low, legs_ms=legs_ms)
+                            low_confidence=low, legs_ms=legs_ms, documents=documents, more=more)
 
     def _rerank(self, query: str, hits: list[SearchHit]) -> tuple[list[SearchHit], bool]:
         """Reorder (never add to) the scoped candidates; on failure keep the retrieval order."""
@@ -171,16 +243,15 @@ class SearchService:
         return out, True
 
     def _hit(self, h: IndexHit, terms: set[str], explain_scope: Scope | None, qvec: np.ndarray | None) -> SearchHit:
-        p = h.payload
-        text = str(p.get("text", ""))
+        p = ChunkPayload.from_index(h.payload)
         cosine = float(np.dot(qvec, np.asarray(h.dense, dtype=np.float32))) if qvec is not None and h.dense else None
         explain = None
         if explain_scope is not None:
-            granted = sorted(set(p.get("acl_allow", [])) & explain_scope.entitlements.principals)
+            granted = sorted(p.acl.allow & explain_scope.entitlements.principals)
             explain = {"leg_scores": h.leg_scores, "leg_ranks": h.leg_ranks, "granted_by": granted,
                        "dense_cosine": cosine}
-        return SearchHit(h.id, h.score, text, snippet(text, terms, word_term=self.bm25.word_term), {k: p.get(k) for k in PROVENANCE_FIELDS}, explain,
-                         cosine, payload_acl_fingerprint(p))
+        return SearchHit(h.id, h.score, p.text, snippet(p.text, terms, word_term=self.bm25.word_term), p.provenance(),
+                         explain, cosine, _fingerprint(p), p.source, p.doc_id, p.version)
 
     def document(self, scope: Scope, source: str, doc_id: str) -> dict[str, Any]:
         """A document's metadata and its chunks, or ``NotFoundError`` (also when not visible)."""
@@ -188,23 +259,59 @@ class SearchService:
 
     def read_document(self, scope: Scope, source: str, doc_id: str) -> DocumentView:
         """``document`` plus the chunks it handed out, with versions and ACL fingerprints."""
-        key = f"{scope.entitlements.tenant}/{source}/{doc_id}"
-        chunks = sorted(self.index.scroll(doc_filter(self._filter(scope), key), limit=10_000),
-                        key=lambda h: int(h.payload.get("chunk_index", 0)))
+        key = doc_key(scope.entitlements.tenant, source, doc_id)
+        hits = self.index.scroll(doc_filter(self._filter(scope), key), limit=10_000)
+        chunks = sorted(((h.id, ChunkPayload.from_index(h.payload)) for h in hits), key=lambda c: c[1].chunk_index)
         if not chunks:
             raise NotFoundError("document not found")
-        first = chunks[0].payload
-        seen = [SeenChunk(c.id, source, doc_id, str(c.payload.get("version") or ""), payload_acl_fingerprint(c.payload))
-                for c in chunks]
+        seen = [SeenChunk(cid, source, doc_id, p.version, _fingerprint(p)) for cid, p in chunks]
         return DocumentView(seen=seen, body={
             "source": source, "doc_id": doc_id,
-            "provenance": {k: first.get(k) for k in PROVENANCE_FIELDS if k not in ("section", "page", "chunk_index", "element_types")},
-            "chunks": [{"id": c.id, "chunk_index": c.payload.get("chunk_index"), "text": c.payload.get("text"),
-                        "section": c.payload.get("section"), "page": c.payload.get("page")} for c in chunks],
+            "provenance": chunks[0][1].provenance(DOCUMENT_FIELDS),
+            "chunks": [{"id": cid, "chunk_index": p.chunk_index, "text": p.text, "section": p.section, "page": p.page}
+                       for cid, p in chunks],
         })
 
     def count(self, scope: Scope) -> int:
         return self.index.count(self._filter(scope))
+
+
+def _doc_key_of(h: IndexHit) -> str:
+    return str(h.payload.get(PayloadField.DOC_KEY) or h.id)
+
+
+def _hit_doc_key(h: SearchHit, scope: Scope) -> str:
+    return doc_key(scope.entitlements.tenant, h.source, h.doc_id)
+
+
+def _best_per_document(hits: list[Any], top_k: int, per_doc: int, *, key: Callable[[Any], str]) -> list[Any]:
+    """The first ``top_k`` documents in ``hits`` order (so ranked by their best chunk), each with
+    at most ``per_doc`` of its chunks, flattened document by document."""
+    groups: dict[str, list[Any]] = {}
+    for h in hits:
+        k = key(h)
+        if k not in groups:
+            if len(groups) == top_k:
+                continue
+            groups[k] = []
+        if len(groups[k]) < per_doc:
+            groups[k].append(h)
+    return [h for g in groups.values() for h in g]
+
+
+def _groups(hits: list[SearchHit], scope: Scope) -> list[DocumentGroup]:
+    groups: dict[str, DocumentGroup] = {}
+    for h in hits:
+        k = _hit_doc_key(h, scope)
+        if k not in groups:
+            groups[k] = DocumentGroup(k, h.source, h.doc_id, h.score, [])
+        groups[k].hits.append(h)
+    return list(groups.values())
+
+
+def _fingerprint(p: ChunkPayload) -> str:
+    """The ACL fingerprint (``core.audit``) of the payload the engine matched."""
+    return acl_fingerprint(p.acl.allow, p.acl.deny)
 
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)

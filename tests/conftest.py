@@ -18,7 +18,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from core.settings import EmbedderSettings, Settings, StorageSettings  # noqa: E402
-from tests.log_hygiene import LeakScanner  # noqa: E402
+from testkit.log_hygiene import LeakScanner  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "demo"
@@ -37,7 +37,7 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
 
 # -- log hygiene over the whole run -----------------------------------------------------------
 # Every record any test makes the code emit is scanned for token-shaped text; the run fails at
-# the end if one held any (tests/log_hygiene.py says what counts). Attached at configure time
+# the end if one held any (testkit/log_hygiene.py says what counts). Attached at configure time
 # so records from imports and module fixtures are covered too; core.logging.configure leaves
 # foreign handlers in place.
 _LOG_SCANNER: LeakScanner | None = None
@@ -79,7 +79,7 @@ def minilm():
     return build_embedder(EmbedderSettings())
 
 
-from battery.live_server import LiveServer, free_port  # noqa: E402  (shared with the battery)
+from testkit.live_server import LiveServer, free_port  # noqa: E402  (shared with the battery)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Liveness, readiness (``api.ops`` defines what each means) and the Prometheus exposition.
+"""Liveness, readiness (``app.ops`` defines what each means) and the Prometheus exposition.
 
 None of them needs a token: probes and scrapers carry none, and the answers hold no document
 content, user or query; only source names, counts and check results. Expose them on an
@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import ServicesDep
 from api.errors import error_responses
-from api.ops import RETRY_AFTER_S, readiness
+from app.ops import RETRY_AFTER_S, readiness
 from core.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])

@@ -1,8 +1,7 @@
 """Push API for systems of record: PUT a document (content + metadata + ACL), PATCH its ACL
 alone (never re-embeds), DELETE it. A document sent without an ACL is private (fail closed).
 
-Every successful PUT, PATCH or DELETE restarts the source's freshness clock
-(``catalog.record_push``; see ``ingest.freshness``)."""
+Routes only parse and map: the write itself is ``app.writes.WriteService``."""
 
 from __future__ import annotations
 
@@ -18,9 +17,8 @@ from pydantic import Field, model_validator
 from api.deps import AuthenticatedRoute, IngestCaller, ServicesDep
 from api.errors import error_responses
 from api.fields import RequestBody, UtcDateTime
-from core.errors import InvalidRequestError, NotFoundError
+from core.errors import InvalidRequestError
 from core.types import Acl, SourceDocument
-from ingest.contracts import check_contract
 
 router = APIRouter(tags=["push"], route_class=AuthenticatedRoute, responses=error_responses(401, 403, 422, 503))
 
@@ -63,7 +61,6 @@ class PutDocument(RequestBody):
 
 @router.put("/v1/sources/{source}/documents/{doc_id:path}", responses=error_responses(400, 404))
 def put_document(source: str, doc_id: str, body: PutDocument, caller: IngestCaller, services: ServicesDep) -> dict:
-    check_contract(source, body.metadata, services.settings.ingest.contracts)
     doc = SourceDocument(
         source=source, doc_id=doc_id, uri=body.uri or f"clearance://{source}/{doc_id}",
         filename=PurePosixPath(body.filename).name, content=body.raw(),
@@ -72,24 +69,17 @@ def put_document(source: str, doc_id: str, body: PutDocument, caller: IngestCall
         title=body.title or PurePosixPath(body.filename).stem,
         metadata={k: str(v) for k, v in body.metadata.items()},
     )
-    outcome, chunks = services.ingestor.apply(doc)
-    services.catalog.record_push(source)
-    return {"source": source, "doc_id": doc_id, "outcome": outcome, "chunks": chunks}
+    out = services.writes.put_document(caller, doc, body.metadata)
+    return {"source": source, "doc_id": doc_id, "outcome": out.outcome, "chunks": out.chunks}
 
 
 @router.patch("/v1/sources/{source}/documents/{doc_id:path}/acl", responses=error_responses(400, 404))
 def patch_acl(source: str, doc_id: str, body: AclBody, caller: IngestCaller, services: ServicesDep) -> dict:
-    key = services.ingestor.doc_key(source, doc_id)
-    if services.catalog.get(key) is None:
-        raise NotFoundError("document not found")
-    services.ingestor.set_acl(key, body.to_acl())
-    services.catalog.record_push(source)
+    services.writes.set_acl(caller, source, doc_id, body.to_acl())
     return {"source": source, "doc_id": doc_id, "outcome": "acl_updated"}
 
 
 @router.delete("/v1/sources/{source}/documents/{doc_id:path}", status_code=204, responses=error_responses(404))
 def delete_document(source: str, doc_id: str, caller: IngestCaller, services: ServicesDep) -> Response:
-    if not services.ingestor.delete(source, doc_id):
-        raise NotFoundError("document not found")
-    services.catalog.record_push(source)
+    services.writes.delete_document(caller, source, doc_id)
     return Response(status_code=204)

@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 from api.deps import AuthenticatedRoute, SearchCaller, ServicesDep
 from api.errors import error_responses
 from api.fields import RequestBody, UtcDateTime
-from core.types import Scope
+from core.types import Entitlements, Scope
+from retrieval.service import SearchHit
 
 router = APIRouter(tags=["search"], route_class=AuthenticatedRoute, responses=error_responses(401, 403, 503))
 
@@ -23,6 +24,13 @@ class SearchRequest(RequestBody):
     modified_after: UtcDateTime | None = None
     modified_before: UtcDateTime | None = None
     explain: bool = False
+    group_by: Literal["chunk", "document"] = Field(
+        default="chunk", description="document: at most one entry per document (in `documents`), each with its best "
+                                     "chunks, ranked by its best chunk; top_k then counts documents")
+    chunks_per_document: int = Field(default=3, ge=1, le=20, description="chunks kept per document when grouped")
+    cursor: str | None = Field(default=None, max_length=16384,
+                               description="`next_cursor` of the previous page: the same caller and the same query "
+                                           "and filters only; items an earlier page showed are never repeated")
 
 
 class Hit(BaseModel):
@@ -34,8 +42,19 @@ class Hit(BaseModel):
     explain: dict[str, Any] | None = None
 
 
+class DocumentHits(BaseModel):
+    source: str
+    doc_id: str
+    title: str
+    uri: str
+    score: float = Field(description="the best chunk's score")
+    hits: list[Hit] = Field(description="the document's best chunks, best first")
+
+
 class SearchResponse(BaseModel):
-    hits: list[Hit]
+    hits: list[Hit] = Field(description="the ranked chunks (empty with group_by=document: see documents)")
+    documents: list[DocumentHits] | None = Field(default=None, description="with group_by=document only")
+    next_cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; null: no more")
     mode: str
     took_ms: float
     degraded: bool
@@ -46,7 +65,7 @@ class SearchResponse(BaseModel):
         default_factory=list, description="sources of returned chunks that are beyond their freshness SLA")
 
 
-def scope_for(caller: Any, req: SearchRequest | None = None) -> Scope:
+def scope_for(caller: Entitlements, req: SearchRequest | None = None) -> Scope:
     if req is None:
         return Scope(entitlements=caller)
     return Scope(entitlements=caller, max_age_s=req.max_age,
@@ -60,14 +79,25 @@ async def search(req: SearchRequest, caller: SearchCaller, services: ServicesDep
     # One thread-pool hop for the blocking part (encode, engine, audit write); the response is
     # built on the loop, so FastAPI does not hop again to serialise it.
     out = await run_in_threadpool(services.reads.search, scope_for(caller, req), req.query, top_k=req.top_k,
-                                  mode=req.mode, explain=req.explain, params=params)
+                                  mode=req.mode, explain=req.explain, params=params, group_by=req.group_by,
+                                  chunks_per_document=req.chunks_per_document, cursor=req.cursor)
     res = out.result
+    documents = None
+    if res.documents is not None:
+        documents = [DocumentHits(source=g.source, doc_id=g.doc_id, title=str(g.hits[0].provenance.get("title") or ""),
+                                  uri=str(g.hits[0].provenance.get("uri") or ""), score=g.score,
+                                  hits=[_hit(h) for h in g.hits]) for g in res.documents]
     return SearchResponse(
-        hits=[Hit(id=h.id, score=h.score, text=h.text, snippet=h.snippet, provenance=h.provenance, explain=h.explain) for h in res.hits],
+        hits=[] if documents is not None else [_hit(h) for h in res.hits], documents=documents,
+        next_cursor=out.next_cursor,
         mode=res.mode, took_ms=round(res.took_ms, 3), degraded=res.degraded,
         warnings=res.warnings + [s.warning() for s in out.stale],
         low_confidence=res.low_confidence, stale_sources=[s.name for s in out.stale],
     )
+
+
+def _hit(h: SearchHit) -> Hit:
+    return Hit(id=h.id, score=h.score, text=h.text, snippet=h.snippet, provenance=h.provenance, explain=h.explain)
 
 
 @router.get("/v1/documents/{source}/{doc_id:path}", responses=error_responses(404, 422))
@@ -78,4 +108,4 @@ def get_document(source: str, doc_id: str, caller: SearchCaller, services: Servi
 
 @router.get("/v1/chunks/count")
 def count_chunks(caller: SearchCaller, services: ServicesDep) -> dict:
-    return {"visible_chunks": services.search.count(scope_for(caller))}
+    return {"visible_chunks": services.reads.count(scope_for(caller))}

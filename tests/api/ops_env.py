@@ -14,7 +14,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from api.services import Services, build_services
+from app.services import Services, build_services
 from core.settings import Settings
 from retrieval.embedder import Embedder, HashEmbedder
 from tests.conftest import LiveServer, make_settings

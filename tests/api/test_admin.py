@@ -88,7 +88,7 @@ def test_admin_endpoints_need_the_admin_scope(tmp_path: Path) -> None:
 
 
 def test_cli_reads_the_catalog_while_the_server_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from api.cli import app
+    from cli.main import app
 
     folder = _tree(tmp_path / "share")
     with running(tmp_path, ingest=IngestSettings(source_sla_s={"share": 3600, "crm": 60})) as env:

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from core.audit import AuditEvent, SeenChunk, acl_fingerprint, acl_version
 from core.settings import AuditSettings
-from ingest.audit import AuditLog
-from ingest.catalog import Catalog
+from store.audit import AuditLog
+from store.catalog import Catalog
 from tests.api.ops_env import ADMIN, HTTP, INGEST, Env, running
 from tests.contract.test_catalog import catalog  # noqa: F401  (fixture: SQLite and PostgreSQL)
 
@@ -222,7 +222,7 @@ def test_admin_asks_who_saw_a_document(tmp_path: Path) -> None:
 
 
 def test_cli_exports_jsonl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from api.cli import app
+    from cli.main import app
 
     with running(tmp_path) as env:
         _setup(env)

@@ -88,9 +88,10 @@ def test_index_down_is_503_with_retry_after(tmp_path: Path) -> None:
             assert int(r.headers["retry-after"]) > 0
             assert r.json() == {"error": {**r.json()["error"], "code": "backend_unavailable"}}
             assert "hits" not in r.json() and "chunks" not in r.json()
-        failed = list(env.services.audit.export())[-2:]
+        failed = list(env.services.audit.export())[-3:]
         assert [(e["action"], e["status"], e["params"]["error"]) for e in failed] == [
-            ("search", 503, "backend_unavailable"), ("document", 503, "backend_unavailable")]
+            ("search", 503, "backend_unavailable"), ("document", 503, "backend_unavailable"),
+            ("count", 503, "backend_unavailable")]
 
 
 def test_catalog_down_is_503_and_nothing_is_served(tmp_path: Path) -> None:

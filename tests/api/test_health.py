@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.settings import AuthSettings, IngestSettings, IssuerSettings
 from tests.api.ops_env import HTTP, INGEST, break_sqlite_catalog, doc_ids, repair_sqlite_catalog, running, sample
-from tests.oidc.harness import JwksServer, jwks, rsa_key
+from testkit.oidc.harness import JwksServer, jwks, rsa_key
 
 
 def test_ready_in_dev_mode(tmp_path: Path) -> None:

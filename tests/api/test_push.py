@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.services import Services, build_services
+from app.services import Services, build_services
 from core.settings import IngestSettings, SourceContract
 from retrieval.embedder import HashEmbedder
 from tests.conftest import LiveServer, make_settings

@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 from sqlalchemy import create_engine, text
 
-from ingest.catalog import Catalog, DocumentRow, JobItemRow
+from store.catalog import Catalog, DocumentRow, JobItemRow
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 
 from core.settings import QdrantSettings
-from core.types import Entitlements, Scope
+from core.types import Acl, Entitlements, Scope
 from retrieval.bm25 import Bm25Encoder
 from retrieval.embedder import HashEmbedder
 from retrieval.index import ChunkIndex, IndexPoint, IndexQuery
+from retrieval.payload import ChunkPayload, acl_fields
 from retrieval.scope_filter import compile_scope, doc_filter
+from testkit.payloads import chunk_payload
 
 EMB = HashEmbedder(64)
 BM25 = Bm25Encoder()
@@ -50,9 +52,8 @@ def point(doc: str, i: int, text: str, allow: list[str], deny: list[str] = (), t
         id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/{doc}#{i}")),
         dense=dense if dense is not None else EMB.embed([text])[0].tolist(),
         sparse=BM25.encode_document(text),
-        payload={"tenant": tenant, "source": source, "doc_key": f"{tenant}/{source}/{doc}", "doc_id": doc,
-                 "chunk_index": i, "text": text, "acl_allow": sorted(allow), "acl_deny": sorted(deny),
-                 "modified_ts": NOW - age_days * DAY},
+        payload=chunk_payload(tenant=tenant, source=source, doc_id=doc, chunk_index=i, text=text, allow=allow,
+                              deny=deny, modified_ts=NOW - age_days * DAY),
     )
 
 
@@ -82,7 +83,7 @@ CORPUS = [
 
 
 def ids(hits) -> set[str]:  # noqa: ANN001
-    return {h.payload["doc_id"] for h in hits}
+    return {ChunkPayload.from_index(h.payload).doc_id for h in hits}
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
@@ -144,7 +145,7 @@ def test_set_payload_changes_acl_without_touching_vectors(index: ChunkIndex) -> 
     index.upsert(CORPUS)
     s_hr = flt(scope("group:hr", "tenant:x"))
     assert "fin/forecast" not in ids(index.search(query("dense", "quarterly revenue forecast"), s_hr))
-    index.set_payload([CORPUS[0].id], {"acl_allow": ["group:hr"], "acl_deny": []})
+    index.set_payload([CORPUS[0].id], acl_fields(Acl(frozenset({"group:hr"}))))
     hits = index.search(query("dense", "quarterly revenue forecast and ebitda", 1), s_hr)
     assert ids(hits) == {"fin/forecast"} and hits[0].score > 0.99  # same vector as before
 

@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
-from api.services import Services, build_services
+from app.services import Services, build_services
 from core.types import Acl, SourceDocument
 from retrieval.embedder import HashEmbedder
 from tests.conftest import make_settings

@@ -9,7 +9,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from api.services import build_services
+from app.services import build_services
 from battery.crash import CRASH_PHASES, CrashConfig, all_points, run_battery
 from core.settings import IngestSettings
 from core.types import Acl, SourceDocument

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.services import Services, build_services
+from app.services import Services, build_services
 from core.settings import EmbedderSettings
 from ingest.manifest import AclManifest
 from ingest.sources import FilesystemSource

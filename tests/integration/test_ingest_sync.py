@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from api.services import Services, build_services
+from app.services import Services, build_services
 from core.types import Entitlements, Scope
-from ingest.catalog import Catalog
 from ingest.sources import FilesystemSource
+from retrieval.payload import acl_of
+from store.catalog import Catalog
 from tests.api.test_push import CountingEmbedder
 from tests.conftest import REPO, make_settings
 
@@ -42,12 +43,12 @@ def check_consistent(services: Services) -> None:
     assert found == set(catalog_ids)
     for r in rows:  # the ACL in the index is the catalog's
         for h in services.index.retrieve(r.ids):
-            assert set(h.payload["acl_allow"]) == r.acl.allow and set(h.payload["acl_deny"]) == r.acl.deny
+            assert acl_of(h.payload) == r.acl
 
 
 def visible(services: Services, *principals: str) -> set[str]:
     scope = Scope(Entitlements("x", "i", "acme", frozenset(principals)))
-    return {h.provenance["doc_id"] for h in services.search.search(scope, "revenue forecast", top_k=100, mode="dense").hits}
+    return {h.provenance["doc_id"] for h in services.search_unaudited.search(scope, "revenue forecast", top_k=100, mode="dense").hits}
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def test_kill_9_during_ingest_recovers_consistently(tmp_path: Path) -> None:
     root = tmp_path / "docs"
     write_tree(root, 40)
     env = {**os.environ, "CLEARANCE_STORAGE__DATA_DIR": str(tmp_path / "var"), "CLEARANCE_EMBEDDER__KIND": "hash"}
-    cmd = [sys.executable, "-c", "from api.cli import run; run()", "ingest", str(root), "--source", "docs"]
+    cmd = [sys.executable, "-c", "from cli.main import run; run()", "ingest", str(root), "--source", "docs"]
     rng = random.Random(1234)
     progress: list[int] = []
 

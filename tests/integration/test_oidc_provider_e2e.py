@@ -1,6 +1,6 @@
 """Issue 5's acceptance: a real OpenID Provider, the real app, real HTTP on both sides.
 
-The IdP is the npm ``oidc-provider`` (certified OP) from ``tests/oidc`` running under node on a
+The IdP is the npm ``oidc-provider`` (certified OP) from ``testkit/oidc`` running under node on a
 loopback port: discovery, JWKS and the token endpoint are its own. Callers get JWT access
 tokens from it with the client-credentials grant (so every caller here is a client whose
 ``sub`` is its client id: alice, bob and erin stand in for users, ``ingest-bot`` is a service
@@ -24,12 +24,12 @@ import pytest
 from typer.testing import CliRunner
 
 from api.app import create_app
-from api.services import Services, build_services
+from app.services import Services, build_services
 from core.settings import AuthSettings, IssuerSettings
 from ingest.manifest import AclManifest
 from ingest.sources import FilesystemSource
 from tests.conftest import LiveServer, make_settings
-from tests.oidc.harness import NodeUnavailable, OidcProvider
+from testkit.oidc.harness import NodeUnavailable, OidcProvider
 
 pytestmark = pytest.mark.slow
 
@@ -223,7 +223,7 @@ def test_tampered_and_foreign_tokens_are_401(provider: OidcProvider, deployment:
 
 
 def test_cli_whoami_in_oidc_mode(provider: OidcProvider, group_map: Path, tmp_path: Path) -> None:
-    from api.cli import app
+    from cli.main import app
 
     env = {"CLEARANCE_AUTH__MODE": "oidc",
            "CLEARANCE_AUTH__ISSUERS": json.dumps([_issuer(provider).model_dump(mode="json")]),

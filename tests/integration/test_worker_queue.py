@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from api.services import build_services
-from ingest.catalog import Catalog
-from ingest.queue import Enqueued, WorkQueue
+from app.services import build_services
+from store.catalog import Catalog
+from store.queue import Enqueued, WorkQueue
 from ingest.worker import enqueue_folder, run_worker
 from tests.contract.test_catalog import catalog  # noqa: F401  (the SQLite + PostgreSQL fixture)
 from tests.conftest import make_settings
@@ -78,7 +78,7 @@ def test_cli_enqueue_then_worker(tmp_path: Path) -> None:
     root = tmp_path / "docs"
     write_tree(root, 3)
     env = {**os.environ, "CLEARANCE_STORAGE__DATA_DIR": str(tmp_path / "var"), "CLEARANCE_EMBEDDER__KIND": "hash"}
-    cli = [sys.executable, "-c", "from api.cli import run; run()"]
+    cli = [sys.executable, "-c", "from cli.main import run; run()"]
     q = subprocess.run([*cli, "ingest", str(root), "--source", "docs", "--queue"], env=env, cwd=REPO, capture_output=True, text=True)
     assert q.returncode == 0 and "queued 6 documents" in q.stdout, q.stderr[-1000:]
     w = subprocess.run([*cli, "worker", "--once"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -15,7 +15,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from api.services import Services, build_services
+from app.services import Services, build_services
 from core.types import Acl, Entitlements, Scope, SourceDocument
 from tests.api.test_push import CountingEmbedder
 from tests.conftest import make_settings
@@ -81,9 +81,9 @@ class IngestMachine(RuleBasedStateMachine):
         for principals in CALLERS:
             scope = Scope(Entitlements("x", "iss", "acme", principals))
             expected = {pid for r in rows.values() if r.acl.visible_to(principals) for pid in r.ids}
-            got = {h.id for h in self.services.search.search(scope, "alpha beta gamma", top_k=100, mode="dense").hits}
+            got = {h.id for h in self.services.search_unaudited.search(scope, "alpha beta gamma", top_k=100, mode="dense").hits}
             assert got == expected
-            assert self.services.search.count(scope) == len(expected)
+            assert self.services.search_unaudited.count(scope) == len(expected)
 
 
 IngestMachine.TestCase.settings = hsettings(max_examples=8, stateful_step_count=25, deadline=None)

@@ -21,7 +21,7 @@ from auth.validator import TokenValidator, TrustedIssuer, ValidatedToken
 from core.errors import AuthenticationError, ConfigError, PermissionDeniedError
 from core.settings import AuthSettings, IssuerSettings
 from core.types import Entitlements
-from tests.oidc.harness import DROP, claims, jwks, mint, rsa_key
+from testkit.oidc.harness import DROP, claims, jwks, mint, rsa_key
 
 KEY_A, KEY_B = rsa_key("a-1"), rsa_key("b-1")
 ISS_A, ISS_B = "https://idp-a.example/realms/corp", "https://idp-b.example"

@@ -1,6 +1,6 @@
 """``RemoteJwks`` against a real JWKS server on loopback, with an injected clock.
 
-The server is ``http.server`` in a thread (``tests.oidc.harness.JwksServer``); every fetch is a
+The server is ``http.server`` in a thread (``testkit.oidc.harness.JwksServer``); every fetch is a
 real HTTP request, counted on the server side. Time is a ``FakeClock`` handed to
 ``RemoteJwks``, so cache lifetimes of minutes are tested without sleeping; token ``exp``/``iat``
 still use the wall clock, which is what the validator reads.
@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.services import build_services
+from app.services import build_services
 from auth.authenticator import Authenticator
 from auth.keys import RemoteJwks
 from auth.principals import ClaimsResolver
@@ -33,7 +33,7 @@ from auth.validator import TokenValidator, TrustedIssuer
 from core.errors import AuthenticationError, BackendUnavailableError
 from core.settings import AuthSettings, IssuerSettings
 from tests.conftest import LiveServer, make_settings
-from tests.oidc.harness import JwksServer, claims, compact, jwks, mint, rsa_key
+from testkit.oidc.harness import JwksServer, claims, compact, jwks, mint, rsa_key
 
 K1, K2 = rsa_key("k1"), rsa_key("k2")
 ATTACKER = rsa_key("attacker")

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 
 from api.app import create_app
-from api.services import Services, build_services
+from app.services import Services, build_services
 from auth.keys import RemoteJwks, StaticKeys
 from auth.validator import TokenValidator, TrustedIssuer
 from battery.token_corpus import (
@@ -28,7 +28,7 @@ from battery.token_corpus import (
 from core.errors import AuthenticationError
 from core.settings import AuthSettings
 from tests.conftest import LiveServer, make_settings
-from tests.oidc.harness import DROP, b64, jwks, mint, segment, signature
+from testkit.oidc.harness import DROP, b64, jwks, mint, segment, signature
 
 
 # ------------------------------------------------------------------ fixtures

@@ -20,7 +20,9 @@ from core.types import Entitlements, Scope
 from retrieval.bm25 import Bm25Encoder, SparseVector, term_id, tokenize
 from retrieval.edge_index import EdgeIndex
 from retrieval.index import IndexPoint, IndexQuery
+from retrieval.payload import ChunkPayload
 from retrieval.scope_filter import compile_scope
+from testkit.payloads import chunk_payload
 from tests.conftest import DATASETS
 
 SCIFACT = DATASETS / "scifact"
@@ -58,7 +60,7 @@ def test_top10_overlap_with_rank_bm25_on_scifact(tmp_path: Path) -> None:
     try:
         unit = [1.0, 0.0, 0.0, 0.0]
         batch = [IndexPoint(f"00000000-0000-0000-0000-{i:012d}", unit, enc.encode_document(f"{d['title']} {d['text']}"),
-                            {"tenant": "t", "acl_allow": ["tenant:t"], "acl_deny": [], "doc_id": d["_id"]})
+                            chunk_payload(tenant="t", source="s", doc_id=d["_id"], allow=["tenant:t"]))
                  for i, d in enumerate(docs)]
         for start in range(0, len(batch), 1000):
             index.upsert(batch[start:start + 1000])
@@ -67,7 +69,7 @@ def test_top10_overlap_with_rank_bm25_on_scifact(tmp_path: Path) -> None:
         for q in queries:
             expected = {docs[i]["_id"] for i in np.argsort(-ref.get_scores(tokenize(q["text"])))[:10]}
             iq = IndexQuery(mode="bm25", limit=10, dense=None, sparse=enc.encode_query(q["text"]), prefetch_limit=10, rrf_k=60)
-            got = {h.payload["doc_id"] for h in index.search(iq, flt)}
+            got = {ChunkPayload.from_index(h.payload).doc_id for h in index.search(iq, flt)}
             overlaps.append(len(expected & got) / 10)
         mean = float(np.mean(overlaps))
         print(f"bm25 top-10 overlap with rank_bm25 on 100 SciFact queries: {mean:.3f}")

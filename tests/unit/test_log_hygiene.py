@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 
 from tests.api.ops_env import ADMIN, HTTP, INGEST, running
-from tests.log_hygiene import LeakScanner, find_secrets
+from testkit.log_hygiene import LeakScanner, find_secrets
 
 JWT_SAMPLE = ("eyJhbGciOiJSUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiJhbGljZSJ9."
               "c2lnbmF0dXJlLWJ5dGVzLWhlcmUtYW5kLXRoZXJl")
@@ -46,7 +46,7 @@ def test_detector_ignores_ordinary_log_content(text: str) -> None:
 
 def test_scanner_records_leaks_from_any_logger() -> None:
     scanner = LeakScanner()
-    logger = logging.getLogger("tests.log_hygiene.isolated")
+    logger = logging.getLogger("testkit.log_hygiene.isolated")
     logger.propagate = False  # keep this deliberate leak away from the session-wide scan
     logger.setLevel(logging.DEBUG)
     logger.addHandler(scanner)

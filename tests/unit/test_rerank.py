@@ -77,7 +77,7 @@ def test_search_service_reranks_within_the_scope(tiny_cross_encoder: Path, tmp_p
     """The rerank stage reorders scoped candidates and never surfaces a hidden chunk."""
     from datetime import datetime, timezone
 
-    from api.services import build_services
+    from app.services import build_services
     from core.settings import RetrievalSettings
     from core.types import Acl, Entitlements, Scope, SourceDocument
     from tests.conftest import make_settings
@@ -93,7 +93,7 @@ def test_search_service_reranks_within_the_scope(tiny_cross_encoder: Path, tmp_p
                                    Acl(frozenset({"group:b"})), when))
         services.ingestor.apply_many(docs)
         scope = Scope(Entitlements("u", "i", "acme", frozenset({"group:a"})))
-        res = services.search.search(scope, "salary", top_k=3, mode="hybrid", explain=True)
+        res = services.search_unaudited.search(scope, "salary", top_k=3, mode="hybrid", explain=True)
         assert len(res.hits) == 3 and not res.degraded
         assert res.hits[0].provenance["doc_id"] == f"d{TOPICS.index('salary')}"
         assert all(h.provenance["doc_id"] != "hidden" for h in res.hits)

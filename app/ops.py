@@ -12,7 +12,7 @@ Readiness (``GET /readyz``) answers "can this process serve correct, filtered an
   last query embedding raised, searches are being answered from BM25 alone, so the check
   reports ``degraded`` but the process stays ready: every replica shares the model, and pulling
   them all out of rotation would turn lower-quality answers into no answers.
-- Stale sources (``ingest.freshness``) are warnings with the process still ready: staleness is
+- Stale sources (``store.freshness``) are warnings with the process still ready: staleness is
   a property of the data, which no restart or rerouting fixes; it shows in ``/metrics``
   (``clearance_source_stale``) for alerting and in every search answer that holds such chunks.
 """
@@ -29,8 +29,8 @@ from core.errors import ClearanceError
 from core.logging import Log
 
 if TYPE_CHECKING:
-    from api.services import Services
-    from ingest.freshness import Freshness
+    from app.services import Services
+    from store.freshness import Freshness
     from retrieval.index import ChunkIndex
 
 log = Log("clearance.ops")

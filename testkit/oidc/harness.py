@@ -5,7 +5,7 @@
   and read how often each path was fetched.
 - ``mint``/``compact``: JWS compact tokens signed with joserfc's algorithm implementations,
   with full control over the header (the attacker's side: forged headers are the point).
-- ``OidcProvider``: the npm ``oidc-provider`` in ``tests/oidc/provider.mjs`` as a child process.
+- ``OidcProvider``: the npm ``oidc-provider`` in ``testkit/oidc/provider.mjs`` as a child process.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class NodeUnavailable(RuntimeError):
 
 
 def ensure_node_modules() -> None:
-    """``npm ci`` once when tests/oidc/node_modules lacks oidc-provider; node/npm missing: raise."""
+    """``npm ci`` once when testkit/oidc/node_modules lacks oidc-provider; node/npm missing: raise."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         raise NodeUnavailable("node and npm are needed for the oidc-provider tests (not on PATH)")
     if (OIDC_DIR / "node_modules" / "oidc-provider" / "package.json").exists():

@@ -9,13 +9,13 @@ import ipaddress
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 
-from api import cli_ops
+from cli import ops as cli_ops
 from core.errors import ClearanceError
-from core.settings import Settings
+from core.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Clearance: entitlement-aware retrieval.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
@@ -30,11 +30,16 @@ def _settings(ctx: typer.Context) -> Settings:
 
 @app.callback()
 def main(ctx: typer.Context) -> None:
-    ctx.obj = Settings()
+    try:
+        ctx.obj = load_settings()
+    except ClearanceError as exc:  # one line per misspelt or invalid CLEARANCE_* variable
+        _fail(exc)
 
 
-def _fail(exc: ClearanceError) -> None:
-    typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+def _fail(exc: ClearanceError) -> NoReturn:
+    """A domain error: one line on stderr per problem it lists, exit code 2."""
+    for line in exc.message.splitlines() or [""]:
+        typer.echo(f"error [{exc.code}]: {line}", err=True)
     raise typer.Exit(2)
 
 
@@ -78,7 +83,7 @@ def ingest(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Sync a folder into the index: added, changed, ACL-only and deleted documents."""
-    from api.services import build_services
+    from app.services import build_services
     from ingest.sources import FilesystemSource
 
     s = _settings(ctx)
@@ -113,8 +118,8 @@ def ingest(
 
 def _enqueue(s: Settings, path: Path, source: Optional[str]) -> None:
     """Enqueueing needs only the catalog, never the index, so it works while a server runs."""
-    from ingest.catalog import Catalog
-    from ingest.queue import WorkQueue
+    from store.catalog import Catalog
+    from store.queue import WorkQueue
     from ingest.worker import enqueue_folder
 
     catalog = Catalog(s.catalog_url())
@@ -137,8 +142,8 @@ def worker(
     import os
     import socket
 
-    from api.services import build_services
-    from ingest.queue import WorkQueue
+    from app.services import build_services
+    from store.queue import WorkQueue
     from ingest.worker import run_worker
 
     s = _settings(ctx)
@@ -212,6 +217,42 @@ def whoami(ctx: typer.Context, token: str = typer.Option(..., envvar="CLEARANCE_
     else:
         for k, v in data.items():
             typer.echo(f"{k}: {', '.join(v) if isinstance(v, list) else v}")
+
+
+@app.command("mcp")
+def mcp_stdio(
+    ctx: typer.Context,
+    token: Optional[str] = typer.Option(None, envvar="CLEARANCE_TOKEN", help="the user's access token"),
+    sub: str = typer.Option("", help="dev mode without a token: mint one for this subject"),
+    group: list[str] = typer.Option([], help="dev mode without a token: group claim; repeat for several"),
+) -> None:
+    """Serve the MCP tools (search, fetch) on stdin/stdout for a local assistant, with the
+    permissions of the token's holder (re-validated on every call). Opens the index itself, so
+    it runs where no server owns the shard (or against Qdrant server)."""
+    from api.mcp import run_stdio
+    from app.services import build_services
+    from core.logging import configure
+
+    s = _settings(ctx)
+    configure(s.log_level)  # JSON logs on stderr: stdout carries the protocol only
+    if not token:
+        if s.auth.mode != "dev" or not sub:
+            _fail(ClearanceError("set CLEARANCE_TOKEN (or, in auth.mode=dev, pass --sub to mint one)",
+                                 code="missing_token"))
+        from auth.dev_issuer import DevIssuer
+
+        dev = DevIssuer(s.auth, s.storage.dev_key_path)
+        minted = dev.mint(sub, groups=group)
+        token = minted
+    bearer = token
+    try:
+        services = build_services(s)
+    except ClearanceError as exc:
+        _fail(exc)
+    try:
+        run_stdio(services, lambda: bearer)
+    finally:
+        services.close()
 
 
 @config_app.command("show")
@@ -292,5 +333,10 @@ def run() -> None:
     try:
         app()
     except ClearanceError as exc:  # pragma: no cover - last resort for errors raised outside commands
-        typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+        for line in exc.message.splitlines() or [""]:
+            typer.echo(f"error [{exc.code}]: {line}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":  # ``python -m cli.main`` (the tests' subprocesses)
+    run()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from ingest.catalog import Catalog, aware_utc, unavailable, utcnow
+from store.catalog import Catalog, aware_utc, unavailable, utcnow
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def _settings(ctx: typer.Context) -> Settings:
 
 @contextmanager
 def _catalog(ctx: typer.Context) -> Iterator[Any]:
-    from ingest.catalog import Catalog
+    from store.catalog import Catalog
 
     try:
         cat = Catalog(_settings(ctx).catalog_url())
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
         """Sources with their last successful sync, lag and freshness SLA."""
-        from ingest.freshness import Freshness
+        from store.freshness import Freshness
 
         with _catalog(ctx) as cat:
             data = [s.as_dict() for s in Freshness(cat, _settings(ctx).ingest.source_sla_s).statuses()]
@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
     def jobs(ctx: typer.Context, source: Optional[str] = typer.Option(None), limit: int = typer.Option(20, min=1),
              as_json: bool = typer.Option(False, "--json")) -> None:
         """Recent ingestion jobs with their counts and per-document errors."""
-        from ingest.status import job_dicts
+        from store.status import job_dicts
 
         with _catalog(ctx) as cat:
             data = job_dicts(cat, source=source, limit=limit)
@@ -108,9 +108,9 @@ def register(app: typer.Typer) -> None:
     def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
                server: Optional[str] = typer.Option(None, help="also ask a running server's /readyz")) -> None:
         """One screen: catalog, documents, sources and their freshness, last jobs, audit volume."""
-        from ingest.audit import AuditLog
-        from ingest.freshness import Freshness
-        from ingest.status import job_dicts
+        from store.audit import AuditLog
+        from store.freshness import Freshness
+        from store.status import job_dicts
 
         s = _settings(ctx)
         with _catalog(ctx) as cat:
@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
                      until: Optional[str] = typer.Option(None, help="ISO 8601 time; naive means UTC"),
                      out: Optional[Path] = typer.Option(None, help="JSONL file (default: stdout)")) -> None:
         """Audit events as JSON lines, oldest first."""
-        from ingest.audit import AuditLog
+        from store.audit import AuditLog
 
         s = _settings(ctx)
         start, end = _when(since, "since"), _when(until, "until")
@@ -160,7 +160,7 @@ def register(app: typer.Typer) -> None:
     @audit_app.command("hash-query")
     def audit_hash_query(ctx: typer.Context, query: str = typer.Argument(..., help="query text to look up")) -> None:
         """The query_hash this deployment records for QUERY (to find who searched for it)."""
-        from ingest.audit import AuditLog
+        from store.audit import AuditLog
 
         s = _settings(ctx)
         with _catalog(ctx) as cat:

@@ -9,11 +9,17 @@ Invariants:
   503, …) is audited too, with its status and no chunks; best effort, since the failure may
   be the catalog itself.
 - ``stale_sources`` lists every source, among those the answer holds chunks of, that is
-  beyond its freshness SLA (``ingest.freshness``).
+  beyond its freshness SLA (``store.freshness``).
+- Paged searches: ``next_cursor`` is signed with the deployment's cursor key and bound to the
+  caller's principals and to the query with every parameter that shapes the ranking
+  (``retrieval.cursor``); a cursor replayed by another caller or for another query is a 422
+  ``invalid_cursor`` (audited like any failed read), and a page never repeats an item an earlier
+  page of the same cursor chain handed out.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,9 +30,10 @@ from core.errors import ClearanceError
 from core.logging import Log, current_request_id
 from core.metrics import Metrics
 from core.types import Scope, SearchMode
-from ingest.audit import AuditLog
-from ingest.freshness import Freshness, SourceStatus
-from retrieval.service import SearchResult, SearchService
+from store.audit import AuditLog
+from store.freshness import Freshness, SourceStatus
+from retrieval.cursor import Cursor, CursorCodec, caller_binding, query_binding
+from retrieval.service import GroupBy, SearchResult, SearchService
 
 log = Log("clearance.reads")
 
@@ -35,22 +42,42 @@ log = Log("clearance.reads")
 class AuditedSearch:
     result: SearchResult
     stale: list[SourceStatus]
+    next_cursor: str | None = None
 
 
 class AuditedReads:
-    def __init__(self, search: SearchService, audit: AuditLog, freshness: Freshness, metrics: Metrics) -> None:
+    def __init__(self, search: SearchService, audit: AuditLog, freshness: Freshness, metrics: Metrics,
+                 cursors: CursorCodec | None = None) -> None:
+        # Without a deployment key (tests), cursors are valid for this process only.
+        self._cursors = cursors or CursorCodec(os.urandom(32))
         self._search = search
         self._audit = audit
         self._freshness = freshness
         self._metrics = metrics
 
     def search(self, scope: Scope, query: str, *, top_k: int, mode: SearchMode, explain: bool,
-               params: dict[str, Any]) -> AuditedSearch:
+               params: dict[str, Any], group_by: GroupBy = "chunk", chunks_per_document: int = 3,
+               cursor: str | None = None) -> AuditedSearch:
+        """``params`` are the caller's filters as sent (they are audited and, with ``mode`` and the
+        grouping, bind a page cursor to this query)."""
         t0 = time.perf_counter()
+        shape = {k: v for k, v in params.items() if k != "explain"}
+        shape.update(mode=mode, group_by=group_by,
+                     chunks_per_document=chunks_per_document if group_by == "document" else None)
         params = {**params, "mode": mode, "top_k": top_k}
+        if group_by != "chunk":
+            params.update(group_by=group_by, chunks_per_document=chunks_per_document)
+        if cursor is not None:
+            params["page"] = "next"
+        who, what = caller_binding(scope.entitlements), query_binding(query, shape)
         try:
-            res = self._search.search(scope, query, top_k=top_k, mode=mode, explain=explain)
-            stale = self._freshness.stale({str(h.provenance.get("source")) for h in res.hits})
+            prev: Cursor | None = None
+            if cursor is not None:
+                prev = self._cursors.decode(cursor, caller=who, query=what)
+            res = self._search.search(scope, query, top_k=top_k, mode=mode, explain=explain, group_by=group_by,
+                                      chunks_per_document=chunks_per_document,
+                                      seen=prev.seen if prev else frozenset())
+            stale = self._freshness.stale({h.source for h in res.hits})
         except ClearanceError as exc:
             self._record_failure("search", scope, query, params, exc, t0)
             raise
@@ -69,7 +96,8 @@ class AuditedReads:
         ))
         log.info("search.done", hits=len(res.hits), mode=res.mode, degraded=res.degraded, took_ms=round(res.took_ms, 3),
                  stale_sources=len(stale))
-        return AuditedSearch(res, stale)
+        nxt = self._cursors.next(prev, who, what, res.handed_out()) if res.more else None
+        return AuditedSearch(res, stale, self._cursors.encode(nxt) if nxt is not None else None)
 
     def document(self, scope: Scope, source: str, doc_id: str) -> tuple[dict[str, Any], list[SourceStatus]]:
         t0 = time.perf_counter()
@@ -87,6 +115,22 @@ class AuditedReads:
             latency_ms=(time.perf_counter() - t0) * 1000, stale_sources=tuple(s.name for s in stale),
         ))
         return view.body, stale
+
+    def count(self, scope: Scope) -> int:
+        """How many chunks the caller can see (no chunk leaves, but the figure is a read too)."""
+        t0 = time.perf_counter()
+        try:
+            n = self._search.count(scope)
+        except ClearanceError as exc:
+            self._record_failure("count", scope, None, {}, exc, t0)
+            raise
+        self._record(AuditEvent(
+            at=_now(), request_id=current_request_id() or "", action="count", status=200,
+            issuer=scope.entitlements.issuer, subject=scope.entitlements.subject, tenant=scope.entitlements.tenant,
+            principals=scope.entitlements.principals, query=None, params={"visible_chunks": n}, chunks=(),
+            latency_ms=(time.perf_counter() - t0) * 1000,
+        ))
+        return n
 
     def _record(self, ev: AuditEvent) -> None:
         try:

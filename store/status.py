@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ingest.catalog import Catalog, JobRow, aware_utc
+from store.catalog import Catalog, JobRow, aware_utc
 
 MAX_ERRORS_PER_JOB = 100
 

@@ -4,8 +4,10 @@ SQLite in the embedded default, PostgreSQL when ``CLEARANCE_DATABASE_URL`` point
 catalog is the record the index is reconciled against, and the oracle tests compare reads to.
 
 It also holds the operational record: ``sources`` (last sync or push per source, the root of a
-filesystem source), the audit trail (``audit_events``, ``audit_documents``; see
-``ingest.audit``) and ``clearance_meta`` (deployment-wide values such as the audit salt).
+filesystem source), the source registry (``source_registry``: the sources that exist, their kind,
+root and writer principals; ``app.writes`` refuses writes to any other source), the audit trail
+(``audit_events``, ``audit_documents`` for reads and ``write_events`` for writes; see
+``store.audit``) and ``clearance_meta`` (deployment-wide values such as the audit salt).
 Timestamps are aware UTC datetimes (sqlmodel stores them as UTC on SQLite and PostgreSQL).
 """
 
@@ -16,6 +18,7 @@ import json
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -24,13 +27,27 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
-from core.errors import BackendUnavailableError
+from core.errors import BackendUnavailableError, ConflictError
 
 from core.types import Acl
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class DocState(StrEnum):
+    """A document row's state. ``INDEXED``: its ``point_ids`` are in the index. ``WRITING``: an
+    update is in flight and ``pending_ids`` lists every id it may have written, for recovery."""
+
+    INDEXED = "indexed"
+    WRITING = "writing"
+
+
+class JobState(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
 
 
 class DocumentRow(SQLModel, table=True):
@@ -48,13 +65,16 @@ class DocumentRow(SQLModel, table=True):
     acl_deny: str = "[]"
     modified_at: datetime
     ingested_at: datetime
-    # "indexed": point_ids are in the index; "writing": an update is in flight, and
-    # pending_ids lists every id it may have written (for crash recovery).
-    state: str = "indexed"
+    state: str = DocState.INDEXED  # a DocState
     point_ids: str = "[]"
     pending_ids: str = "[]"
     error_code: str | None = None
     error_message: str | None = None
+    metadata_json: str = "{}"  # the pushed metadata (JSON object of strings), also in the payload
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in json.loads(self.metadata_json or "{}").items()}
 
     @property
     def acl(self) -> Acl:
@@ -71,12 +91,13 @@ class JobRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     source: str
     kind: str = "sync"
-    state: str = "running"  # running | done | failed
+    state: str = JobState.RUNNING  # a JobState
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     added: int = 0
     updated: int = 0
     acl_updated: int = 0
+    metadata_updated: int = 0
     unchanged: int = 0
     deleted: int = 0
     failed: int = 0
@@ -89,7 +110,7 @@ class JobItemRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     job_id: int = Field(index=True)
     doc_key: str
-    outcome: str  # added | updated | acl_updated | unchanged | deleted | failed
+    outcome: str  # added | updated | acl_updated | metadata_updated | unchanged | deleted | failed
     chunks: int = 0
     duration_ms: float = 0.0
     error_code: str | None = None
@@ -117,6 +138,58 @@ class SourceRow(SQLModel, table=True):
     last_success_at: datetime | None = None
     last_error: str | None = None
     last_job_id: int | None = None
+
+
+class SourceRegistryRow(SQLModel, table=True):
+    """A source that exists: created by an admin (or the operator's local CLI), never implicitly
+    by a write. ``writers`` are the principals whose callers may write it (with
+    ``clearance:ingest``); ``root`` is the folder of a filesystem source."""
+
+    __tablename__ = "source_registry"
+
+    name: str = Field(primary_key=True)
+    tenant: str
+    kind: str = "push"  # push | filesystem
+    root: str | None = None
+    writers: str = "[]"  # JSON list of principals
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = ""  # "<issuer> <subject>" of the admin who created it
+
+    @property
+    def writer_set(self) -> frozenset[str]:
+        return frozenset(json.loads(self.writers))
+
+
+class WriteEventRow(SQLModel, table=True):
+    """One write, or one refused write (``store.audit.WriteAudit`` defines every field).
+
+    Document changes are inserted in the same transaction as the catalog row they describe, so
+    a change is never committed without its event nor an event without its change."""
+
+    __tablename__ = "write_events"
+    __table_args__ = (Index("ix_write_events_doc", "tenant", "source", "doc_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(index=True)
+    request_id: str = ""
+    tenant: str
+    issuer: str
+    subject: str
+    principals_hash: str
+    action: str  # put | patch_acl | delete | sync | resync | queue | source_create | source_update | source_delete | recover
+    outcome: str  # added | updated | acl_updated | metadata_updated | unchanged | deleted | done | refused | ...
+    status: int = 200
+    code: str | None = None  # the error code of a refusal
+    source: str = ""
+    doc_id: str | None = None  # None: an event about a request, a job or a source as a whole
+    job_id: int | None = None
+    acl_before: str | None = None  # JSON {"allow", "deny"}; None: no document before
+    acl_after: str | None = None  # None: no document after
+    acl_before_fp: str | None = None  # core.audit.acl_fingerprint
+    acl_after_fp: str | None = None
+    content_before: str | None = None  # SHA-256 of the content
+    content_after: str | None = None
+    detail: str = "{}"  # JSON: counts, path, writers, message
 
 
 class AuditEventRow(SQLModel, table=True):
@@ -227,19 +300,71 @@ class Catalog:
     def put(self, row: DocumentRow) -> None:
         self.put_many([row])
 
-    def put_many(self, rows: list[DocumentRow]) -> None:
-        """One transaction for all rows: a batch of documents costs one commit, not one each."""
+    def put_many(self, rows: list[DocumentRow], journal: Iterable[SQLModel] = ()) -> None:
+        """One transaction for all rows: a batch of documents costs one commit, not one each.
+        ``journal`` rows (write events) are inserted in the same transaction."""
         with self.session() as s:
             for row in rows:
                 s.merge(row)
+            for entry in journal:
+                s.add(entry)
             s.commit()
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str, journal: Iterable[SQLModel] = ()) -> None:
         with self.session() as s:
             row = s.get(DocumentRow, key)
             if row is not None:
                 s.delete(row)
+            for entry in journal:
+                s.add(entry)
+            s.commit()
+
+    def tenants(self) -> set[str]:
+        """Every tenant the catalog holds documents of."""
+        with self.session() as s:
+            return {str(t) for t in s.exec(select(DocumentRow.tenant).distinct()).all()}
+
+    # -- source registry ------------------------------------------------------------------
+    def source(self, name: str) -> SourceRegistryRow | None:
+        with self.session() as s:
+            return s.get(SourceRegistryRow, name)
+
+    def registered_sources(self) -> list[SourceRegistryRow]:
+        with self.session() as s:
+            return list(s.exec(select(SourceRegistryRow).order_by(SourceRegistryRow.name)).all())
+
+    def create_source(self, row: SourceRegistryRow, journal: Iterable[SQLModel] = ()) -> None:
+        """Insert a new source (``ConflictError`` ``source_exists`` when the name is taken) and
+        mark its operational row with its kind and root."""
+        try:
+            with self.session() as s:
+                s.add(row)
+                op = s.get(SourceRow, row.name) or SourceRow(name=row.name)
+                op.kind, op.root = row.kind, row.root
+                s.add(op)
+                for entry in journal:
+                    s.add(entry)
                 s.commit()
+        except IntegrityError as exc:
+            raise ConflictError(f"source {row.name!r} already exists", code="source_exists") from exc
+
+    def save_source(self, row: SourceRegistryRow, journal: Iterable[SQLModel] = ()) -> None:
+        with self.session() as s:
+            s.merge(row)
+            for entry in journal:
+                s.add(entry)
+            s.commit()
+
+    def remove_source(self, name: str, journal: Iterable[SQLModel] = ()) -> None:
+        """Forget a source: its registry entry and operational row (its documents must be gone)."""
+        with self.session() as s:
+            for model in (SourceRegistryRow, SourceRow):
+                row = s.get(model, name)
+                if row is not None:
+                    s.delete(row)
+            for entry in journal:
+                s.add(entry)
+            s.commit()
 
     def start_job(self, source: str, kind: str = "sync") -> JobRow:
         with self.session() as s:
@@ -312,7 +437,7 @@ class Catalog:
         out: dict[str, datetime] = {}
         with self.session() as s:
             q1 = select(SourceRow.name, SourceRow.last_success_at).where(col(SourceRow.last_success_at).is_not(None))
-            q2 = select(JobRow.source, func.max(JobRow.finished_at)).where(JobRow.state == "done").group_by(JobRow.source)
+            q2 = select(JobRow.source, func.max(JobRow.finished_at)).where(JobRow.state == JobState.DONE).group_by(JobRow.source)
             if names is not None:
                 q1 = q1.where(col(SourceRow.name).in_(sorted(names)))
                 q2 = q2.where(col(JobRow.source).in_(sorted(names)))

@@ -10,6 +10,8 @@ releases its items when the lease expires, and an item that keeps failing is giv
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import json
 import uuid
 from dataclasses import dataclass
@@ -21,7 +23,14 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Field, SQLModel, select
 
 from core.types import Acl
-from ingest.catalog import Catalog, dumps, utcnow
+from store.catalog import Catalog, dumps, utcnow
+
+
+class QueueState(StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    DONE = "done"
+    FAILED = "failed"
 
 
 class QueueRow(SQLModel, table=True):
@@ -35,7 +44,7 @@ class QueueRow(SQLModel, table=True):
     path: str = ""  # where a worker reads the bytes (filesystem sources)
     acl_allow: str = "[]"
     acl_deny: str = "[]"
-    state: str = Field(default="queued", index=True)  # queued | leased | done | failed
+    state: str = Field(default=QueueState.QUEUED, index=True)  # a QueueState
     lease_owner: str | None = None
     lease_until: datetime | None = None
     attempts: int = 0
@@ -77,33 +86,33 @@ class WorkQueue:
         now = datetime.now(timezone.utc)
         token = f"{worker}:{uuid.uuid4().hex[:12]}"
         t = QueueRow.__table__  # type: ignore[attr-defined]
-        claimable = and_(or_(t.c.state == "queued", and_(t.c.state == "leased", t.c.lease_until < now)),
+        claimable = and_(or_(t.c.state == QueueState.QUEUED, and_(t.c.state == QueueState.LEASED, t.c.lease_until < now)),
                          t.c.attempts < self.max_attempts)
         # FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite compiles it away and serialises writers.
         ids = sa_select(t.c.id).where(claimable).order_by(t.c.id).limit(n).with_for_update(skip_locked=True)
         stmt = (update(t).where(t.c.id.in_(ids.scalar_subquery()))
-                .values(state="leased", lease_owner=token, lease_until=now + timedelta(seconds=lease_s),
+                .values(state=QueueState.LEASED, lease_owner=token, lease_until=now + timedelta(seconds=lease_s),
                         attempts=t.c.attempts + 1))
-        give_up = (update(t).where(t.c.state == "leased", t.c.lease_until < now, t.c.attempts >= self.max_attempts)
-                   .values(state="failed", lease_owner=None, error_code=func.coalesce(t.c.error_code, "gave_up")))
+        give_up = (update(t).where(t.c.state == QueueState.LEASED, t.c.lease_until < now, t.c.attempts >= self.max_attempts)
+                   .values(state=QueueState.FAILED, lease_owner=None, error_code=func.coalesce(t.c.error_code, "gave_up")))
         with self.catalog.engine.begin() as conn:
             conn.execute(give_up)
             conn.execute(stmt)
         with self.catalog.session() as s:
-            return list(s.exec(select(QueueRow).where(QueueRow.lease_owner == token, QueueRow.state == "leased")).all())
+            return list(s.exec(select(QueueRow).where(QueueRow.lease_owner == token, QueueRow.state == QueueState.LEASED)).all())
 
     def finish(self, row: QueueRow, *, outcome: str | None = None, error: tuple[str, str] | None = None) -> bool:
         """Record the result if this claim still holds the lease; False if it lost it."""
         with self.catalog.session() as s:
             current = s.get(QueueRow, row.id)
-            if current is None or current.lease_owner != row.lease_owner or current.state != "leased":
+            if current is None or current.lease_owner != row.lease_owner or current.state != QueueState.LEASED:
                 return False
             if error is None:
-                current.state, current.outcome = "done", outcome
+                current.state, current.outcome = QueueState.DONE, outcome
             else:
                 code, message = error
                 retry = current.attempts < self.max_attempts and code in RETRYABLE
-                current.state = "queued" if retry else "failed"
+                current.state = QueueState.QUEUED if retry else QueueState.FAILED
                 current.error_code, current.error_message = code, message[:1000]
             current.lease_owner, current.lease_until = None, None
             s.add(current)
