@@ -2,7 +2,8 @@
 the client, else a fresh one) in ``request.state``, in ``core.logging.request_id_var`` for
 every log line of the request, and on the response; latency and status per route template in
 the metrics; one ``http.request`` log line per request (method, route template, status, time;
-never headers or query strings, where credentials could travel)."""
+never headers or query strings, where credentials could travel). Inside it, the request limits
+of ``api.limits`` (header and body size, JSON depth) apply to every route."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.limits import RequestLimits
 from core.logging import Log, request_id_var
 
 log = Log("clearance.http")
@@ -39,7 +41,8 @@ def _client_request_id(scope: Scope) -> str | None:
 
 class RequestContext:
     def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+        # Limits inside the context: a refusal carries the request id and is logged and counted.
+        self.app = RequestLimits(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

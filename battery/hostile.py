@@ -2,13 +2,18 @@
 
 ``python -m battery.hostile [--files 300] [--seed N]``
 
-Generates the files into a temporary source tree (zip bombs by ratio, by total size and by
-member count, and XML bombs — billion laughs, quadratic blow-up, external and parameter
-entities — inside docx/xlsx/pptx; deeply nested PDFs and PDF page trees, PDF stream bombs, huge
-PDFs; truncated files of every format; encrypted PDF (RC4/AES) and Office files; wrong
-extensions; binary garbage; empty files; huge single lines; unsupported types; valid files of
-every format mixed in), then runs one sync job over it through the production pipeline
-(``Ingestor.sync``: the sandboxed parser, the catalog, Qdrant Edge; hash embedder) and checks:
+Generates the files into a temporary source tree from a seeded generator (zip bombs by ratio, by
+total size and by member count, and XML bombs — billion laughs, quadratic blow-up, external and
+parameter entities — inside docx/xlsx/pptx; zip structure attacks: climbing, absolute, drive,
+backslash, over-long, control and RTL-override entry names, symlink entries, local headers that
+contradict the central directory, lying entry counts and zip64 records, overlapping entries,
+trailing data and concatenated archives; deeply nested PDFs and PDF page trees, PDF stream
+bombs, huge PDFs; truncated files of every format and truncated members; encrypted PDF (RC4/AES)
+and Office files; wrong extensions; binary garbage; empty files; huge single lines; amplifying
+e-mail: thousands of short body lines, an unclosed multipart, tens of thousands of sibling parts;
+e-mail in an unknown charset; unsupported types; valid files of every format mixed in), then runs
+one sync job over it through the production pipeline (``Ingestor.sync``: the sandboxed parser,
+the catalog, Qdrant Edge; hash embedder) and checks:
 
 - the job completed and every file has exactly one outcome in it;
 - every bad file failed with a stable error code (a key of ``ingest.parse.ERROR_CODES``), and
@@ -18,9 +23,15 @@ every format mixed in), then runs one sync job over it through the production pi
   1 GiB: ``VmHWM`` of each, polled every 20 ms while the job runs, and, in this command,
   ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` once the parser pool has been stopped and reaped (an
   upper bound over every child and reaped descendant);
+- an amplifying file that is ingested has at most the chunks its kind allows (the 2,000-line
+  e-mail at most 10);
 - no network connection was attempted: the workers' own guard (socket connect and name
   resolution refused and counted, reported with every parse and logged as
-  ``parse.network_blocked``) counted nothing, and no parser process ever held an inet socket.
+  ``parse.network_blocked``) counted nothing, and no parser process ever held an inet socket;
+  the isolation in force (network namespace or seccomp) is reported;
+- through the push API of a live server: the 2,000-line e-mail PUT gives at most 10 chunks, and a
+  PUT declaring a body over ``api.max_body_bytes`` is refused with 413 ``body_too_large`` before
+  its body is sent.
 """
 
 from __future__ import annotations
@@ -39,9 +50,10 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from battery import hostile_files as H
 from battery.result import exit_code, write_result
@@ -52,7 +64,9 @@ OK = "ok"  # the expected outcome of a file that must be ingested
 OFFICE = ("docx", "xlsx", "pptx")
 TEXTS = ("txt", "md", "html", "csv", "eml")
 EXTENSIONS = (*TEXTS, *OFFICE, "pdf")
-Make = Callable[[random.Random, int, bool], tuple[str, bytes, frozenset[str]]]
+# A kind's generator: (name, bytes, expected outcomes) or, for amplifying files, with the most
+# chunks the file may be ingested as.
+Make = Callable[[random.Random, int, bool], "tuple[str, bytes, frozenset[str]] | tuple[str, bytes, frozenset[str], int]"]
 
 
 def _codes(*codes: str) -> frozenset[str]:
@@ -238,6 +252,60 @@ def valid(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozense
     return f"valid-{i}.{ext}", _valid(ext, rng, i), _codes(OK)
 
 
+_ZIP_STRUCTURE: tuple[tuple[str, Callable[[bytes], bytes], str], ...] = (
+    ("dotdot", lambda v: H.zip_with_entry(v, "word/../../evil.xml"), "zip_unsafe_name"),
+    ("absolute", lambda v: H.zip_with_entry(v, "/etc/cron.d/evil"), "zip_unsafe_name"),
+    ("drive", lambda v: H.zip_with_entry(v, "C:/Windows/evil.xml"), "zip_unsafe_name"),
+    ("backslash", lambda v: H.zip_with_entry(v, "word\\..\\..\\evil.xml"), "zip_unsafe_name"),
+    ("long-name", lambda v: H.zip_with_entry(v, "word/" + "a" * 65_000), "zip_unsafe_name"),
+    ("rtl-override", lambda v: H.zip_with_entry(v, "word/media/evil\u202egnp.xml"), "zip_unsafe_name"),
+    ("control-char", lambda v: H.zip_with_entry(v, "word/ev\x1bil.xml"), "zip_unsafe_name"),
+    ("symlink-device", lambda v: H.zip_symlink(v, "/dev/zero"), "zip_symlink"),
+    ("symlink-loop", lambda v: H.zip_symlink(v, "word/media/image9.png"), "zip_symlink"),
+    ("symlink-dir", lambda v: H.zip_symlink(v, "../../../", "word/media/"), "zip_symlink"),
+    ("local-name", H.zip_local_name_mismatch, "zip_header_mismatch"),
+    ("local-crc", H.zip_local_crc_mismatch, "zip_header_mismatch"),
+    ("count-lie", H.zip_count_lie, "zip_implausible"),
+    ("zip64-2e40", H.zip64_huge_count, "zip_implausible"),
+    ("overlap", H.zip_overlapping, "zip_implausible"),
+    ("trailing", H.zip_trailing, "zip_trailing_data"),
+    ("concatenated", lambda v: H.zip_concatenated(v, H.make_docx()), "zip_trailing_data"),
+)
+
+
+def zip_structure(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    name, make, code = _ZIP_STRUCTURE[i % len(_ZIP_STRUCTURE)]
+    ext = OFFICE[(i // len(_ZIP_STRUCTURE)) % 3]
+    return f"{name}.{ext}", make(_office(ext)), _codes(code)
+
+
+def amplifying_email(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str], int]:
+    """E-mail whose structure asks for far more chunks than its bytes justify. Each is ingested,
+    with at most about one chunk per KB (unstructured's partitioner made one per short line)."""
+    variant = i % 5
+    if variant == 0:
+        return "lines-2000.eml", H.email_lines(2000), _codes(OK), 10
+    if variant == 1:
+        data = H.email_html_lines(2000)
+        return "html-lines-2000.eml", data, _codes(OK), 12
+    if variant == 2:
+        kib = 256 if small else rng.choice((512, 1024))
+        data = H.email_unclosed_multipart(kib * 1024)
+    else:
+        parts = 2_000 if small else rng.choice((10_000, 20_000))
+        data = H.email_many_parts(parts, named=variant == 4)
+    return f"amplify-{variant}.eml", data, _codes(OK), len(data) // 1000 + 10
+
+
+def undecodable(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
+    variant = i % 3
+    if variant < 2:
+        return f"charset-{variant}.eml", H.email_unknown_charset(html=variant == 1), _codes("unknown_charset")
+    ext = OFFICE[(i // 3) % 3]
+    main = H.OOXML_MAIN[ext]
+    return f"cut-member.{ext}", H.truncated_member(_office(ext), main), _codes("corrupt_file", "truncated_file")
+
+
 # kind -> (generator, files per 300)
 KINDS: dict[str, tuple[Make, int]] = {
     "zip_bomb_ratio": (zip_bomb_ratio, 24), "zip_bomb_total": (zip_bomb_total, 3),
@@ -246,6 +314,7 @@ KINDS: dict[str, tuple[Make, int]] = {
     "bad_crc": (bad_crc, 9), "encrypted": (encrypted, 15), "wrong_extension": (wrong_extension, 30),
     "garbage": (garbage, 30), "empty": (empty, 15), "huge_line": (huge_line, 6), "unsupported": (unsupported, 6),
     "no_text": (no_text, 3), "too_large": (too_large, 3), "valid": (valid, 63),
+    "zip_structure": (zip_structure, 24), "amplifying_email": (amplifying_email, 10), "undecodable": (undecodable, 6),
 }
 
 
@@ -265,20 +334,22 @@ def plan(files: int) -> dict[str, int]:
     return counts
 
 
-def generate(root: Path, files: int, seed: int, small: bool) -> dict[str, tuple[str, frozenset[str]]]:
-    """Writes the tree; doc id -> (kind, expected outcomes)."""
+def generate(root: Path, files: int, seed: int, small: bool) -> dict[str, tuple[str, frozenset[str], int | None]]:
+    """Writes the tree (the same bytes for the same seed); doc id -> (kind, expected outcomes, the
+    most chunks it may be ingested as or None)."""
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     (root / "acl.toml").write_text('[folders."."]\nallow = ["tenant:acme"]\n')
-    expected: dict[str, tuple[str, frozenset[str]]] = {}
+    expected: dict[str, tuple[str, frozenset[str], int | None]] = {}
     for kind, n in plan(files).items():
         make = KINDS[kind][0]
         for i in range(n):
-            name, data, outcome = make(rng, i, small)
+            made = make(rng, i, small)
+            name, data, outcome = made[0], made[1], made[2]
             rel = f"{kind}/{i:03d}-{name}"
             (root / kind).mkdir(exist_ok=True)
             (root / rel).write_bytes(data)
-            expected[rel] = (kind, outcome)
+            expected[rel] = (kind, outcome, made[3] if len(made) > 3 else None)  # type: ignore[misc]
     return expected
 
 
@@ -298,7 +369,7 @@ class ParserMonitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="parser-monitor", daemon=True)
 
-    def __enter__(self) -> "ParserMonitor":
+    def __enter__(self) -> ParserMonitor:
         self._thread.start()
         return self
 
@@ -364,6 +435,62 @@ class HostileConfig:
     log: Callable[[str], None] = print
 
 
+def _push_checks(services: Any, violations: list[str]) -> dict[str, Any]:
+    """Through a live server: the 2,000-line e-mail PUT (at most 10 chunks), and a PUT that
+    declares a body one byte over ``api.max_body_bytes`` and sends 64 KiB of it (413
+    ``body_too_large`` at once, before the rest is sent)."""
+    import httpx
+
+    from api.app import create_app
+    from testkit.live_server import LiveServer
+    from testkit.sources import ETL_WRITER, register_sources
+
+    source = f"{SOURCE}-push"
+    register_sources(services, [source], writers=(ETL_WRITER,))
+    token = services.auth.dev.mint(ETL_WRITER.split(":", 1)[1], scopes=["clearance:ingest"])
+    limit = int(services.settings.api.max_body_bytes)
+    with LiveServer(create_app(services.settings, services)) as server:
+        r = httpx.put(f"{server.url}/v1/sources/{source}/documents/lines.eml", timeout=120,
+                      headers={"authorization": f"Bearer {token}"},
+                      json={"filename": "lines.eml", "content": H.email_lines(2000).decode(),
+                            "acl": {"allow": ["tenant:acme"]}})
+        chunks = r.json().get("chunks") if r.status_code == 200 else None
+        if chunks is None or chunks > 10:
+            violations.append(f"push of the 2,000-line e-mail: {r.status_code} {r.text[:200]}")
+        status, code = _declare_oversized_put(server.port, f"/v1/sources/{source}/documents/huge.eml", token, limit + 1)
+    if (status, code) != (413, "body_too_large"):
+        violations.append(f"a PUT over api.max_body_bytes got {status} {code}, expected 413 body_too_large")
+    return {"push_email_chunks": chunks, "push_over_limit": f"{status} {code}", "api_max_body_bytes": limit}
+
+
+def _declare_oversized_put(port: int, path: str, token: str, length: int) -> tuple[int, str | None]:
+    import socket
+
+    head = (f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(head + b'{"filename": "huge.eml", "content": "' + b"a" * 65536)
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+        header, _, body = raw.partition(b"\r\n\r\n")
+        size = re.search(rb"(?i)content-length:\s*(\d+)", header)
+        while size and len(body) < int(size.group(1)):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    status = int(header.split(b" ", 2)[1]) if header.startswith(b"HTTP/") else 0
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        code = None
+    return status, code
+
+
 def run_battery(cfg: HostileConfig) -> dict[str, Any]:
     from app.services import build_services
     from core.settings import EmbedderSettings, Settings, StorageSettings
@@ -404,6 +531,10 @@ def run_battery(cfg: HostileConfig) -> dict[str, Any]:
         if len(ids) != len(set(ids)) or found != set(ids) or services.index.size() != len(ids):
             violations.append(f"catalog and index disagree: {len(ids)} catalog ids, {len(found)} found, "
                               f"{services.index.size()} in the index")
+        isolation = pool.isolation
+        if isolation == "none":
+            violations.append("parser processes ran without network isolation")
+        push = _push_checks(services, violations)
     finally:
         services.close()
         sandbox_log.removeHandler(net)
@@ -413,7 +544,8 @@ def run_battery(cfg: HostileConfig) -> dict[str, Any]:
     codes: Counter[str] = Counter()
     by_kind: Counter[str] = Counter()
     valid_total = valid_ingested = tolerated_ingested = 0
-    for rel, (kind, outcome) in sorted(expected.items()):
+    amplified: dict[str, int] = {}
+    for rel, (kind, outcome, max_chunks) in sorted(expected.items()):
         by_kind[kind] += 1
         item = items.get(rel)
         if item is None:
@@ -434,12 +566,16 @@ def run_battery(cfg: HostileConfig) -> dict[str, Any]:
                 violations.append(f"{rel} ({kind}): ingested, expected {sorted(outcome)}")
             elif row is None or not row.ids or item.chunks < 1:
                 violations.append(f"{rel}: reported added but has no chunks in the catalog")
+            elif max_chunks is not None and item.chunks > max_chunks:
+                violations.append(f"{rel} ({kind}): {item.chunks} chunks, at most {max_chunks} allowed")
             elif len(outcome) == 1:
                 valid_ingested += 1
             else:
                 tolerated_ingested += 1
         else:
             violations.append(f"{rel}: unexpected outcome {item.outcome}")
+        if max_chunks is not None and item.outcome == "added":
+            amplified[rel] = item.chunks
         valid_total += int(outcome == frozenset({OK}))
     psutil_peak = max(monitor.peak.values(), default=0)
     if not monitor.peak:
@@ -453,17 +589,18 @@ def run_battery(cfg: HostileConfig) -> dict[str, Any]:
     if network:
         violations.append(f"network attempts: guard {net.attempts} ({net.files[:5]}), "
                           f"sockets {monitor.connections[:5]}")
-    bad_total = sum(1 for _, o in expected.values() if OK not in o)
+    bad_total = sum(1 for _, o, _ in expected.values() if OK not in o)
     figures = {
         "files": len(expected),
         "files_on_disk_mib": round(on_disk / 2**20, 1),
         "files_by_kind": dict(by_kind),
         "bad_files": bad_total,
         "bad_files_errored_with_expected_code": sum(
-            1 for rel, (_, o) in expected.items() if OK not in o and rel in items
+            1 for rel, (_, o, _) in expected.items() if OK not in o and rel in items
             and items[rel].outcome == "failed" and items[rel].error_code in o),
         "errors_by_code": dict(sorted(codes.items(), key=lambda kv: -kv[1])),
         "valid_ingested": f"{valid_ingested}/{valid_total}",
+        "amplifying_chunks": amplified,
         "truncated_text_ingested": tolerated_ingested,
         "chunks": report.chunks,
         "job_completed": job.state == "done",
@@ -473,6 +610,8 @@ def run_battery(cfg: HostileConfig) -> dict[str, Any]:
         "parser_peak_rss_mib": round(psutil_peak / 2**20, 1),
         "parser_peak_rss_rusage_mib": round(rusage_peak / 2**20, 1) if cfg.rusage_bound else None,
         "network_attempts": network,
+        "parser_isolation": isolation,
+        **push,
         "wall_s": round(time.monotonic() - started, 1),
     }
     passed = not violations and valid_total > 0 and valid_ingested == valid_total and bad_total > 0

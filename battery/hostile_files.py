@@ -431,3 +431,232 @@ def huge_line_txt(size: int = 20 * 1024 * 1024) -> bytes:
     """One line of ``size`` bytes: words, no newline, sentence ends every ~100 words."""
     words = (b"alpha beta gamma delta epsilon zeta eta theta iota kappa " * 10)[:-1] + b". "
     return (words * (size // len(words) + 1))[:size]
+
+
+# -- zip structure attacks (OOXML containers) ----------------------------------------------------
+# Each returns a docx/xlsx/pptx that zipfile (and so every OOXML parser) opens, with one structural
+# lie that ``ingest.zipcheck`` must refuse. Headers are patched in place, so the rest stays valid.
+
+_FIXED_TIME = (2026, 1, 1, 0, 0, 0)
+
+
+def _central_records(data: bytes) -> list[tuple[int, bytes, int]]:
+    """(offset of the central record, entry name, local header offset) for every entry."""
+    import struct
+
+    eocd = data.rfind(b"PK\x05\x06")
+    _, _, _, _, count, _, cd_offset, _ = struct.unpack_from("<4s4H2LH", data, eocd)
+    out, at = [], cd_offset
+    for _ in range(count):
+        fields = struct.unpack_from("<4s6H3L5H2L", data, at)
+        name_len, extra_len, comment_len, offset = fields[10], fields[11], fields[12], fields[16]
+        out.append((at, data[at + 46:at + 46 + name_len], offset))
+        at += 46 + name_len + extra_len + comment_len
+    return out
+
+
+def zip_with_entry(valid: bytes, name: str, data: bytes = b"<x/>", *, mode: int | None = None) -> bytes:
+    """``valid`` plus one entry called ``name`` (any characters; a NUL is patched in afterwards,
+    since zipfile cuts names at NUL) whose unix mode is ``mode`` when given."""
+    placeholder = name.replace("\0", "_")
+    out = io.BytesIO(valid)
+    with zipfile.ZipFile(out, "a") as z:
+        info = zipfile.ZipInfo(placeholder, _FIXED_TIME)
+        info.create_system = 3
+        if mode is not None:
+            info.external_attr = mode << 16
+        z.writestr(info, data)
+    raw = out.getvalue()
+    if placeholder != name:
+        old, new = placeholder.encode(), name.encode()
+        raw = raw.replace(old, new)
+    return raw
+
+
+def zip_symlink(valid: bytes, target: str = "/dev/zero", name: str = "word/media/image9.png") -> bytes:
+    """A symlink entry (mode 120777): to a device, to itself (a loop) or to a directory."""
+    import stat
+
+    return zip_with_entry(valid, name, target.encode(), mode=stat.S_IFLNK | 0o777)
+
+
+def zip_local_name_mismatch(valid: bytes) -> bytes:
+    """The last entry's local header names another file than its central record."""
+    raw = bytearray(zip_with_entry(valid, "customXml/item7.xml"))
+    _, name, offset = _central_records(bytes(raw))[-1]
+    raw[offset + 30:offset + 30 + len(name)] = name.replace(b"item7", b"itemX")
+    return bytes(raw)
+
+
+def zip_local_crc_mismatch(valid: bytes) -> bytes:
+    """The last entry's local header carries another CRC than its central record."""
+    raw = bytearray(zip_with_entry(valid, "customXml/item7.xml"))
+    _, _, offset = _central_records(bytes(raw))[-1]
+    raw[offset + 14] ^= 0xFF
+    return bytes(raw)
+
+
+def zip_count_lie(valid: bytes, delta: int = 1) -> bytes:
+    """The end record declares ``delta`` more entries than the central directory holds."""
+    import struct
+
+    raw = bytearray(valid)
+    eocd = raw.rfind(b"PK\x05\x06")
+    here, total = struct.unpack_from("<2H", raw, eocd + 8)
+    struct.pack_into("<2H", raw, eocd + 8, here + delta, total + delta)
+    return bytes(raw)
+
+
+def zip64_huge_count(valid: bytes, count: int = 1 << 40) -> bytes:
+    """The end records rewritten as zip64, claiming ``count`` entries in the same directory."""
+    import struct
+
+    eocd = valid.rfind(b"PK\x05\x06")
+    _, _, _, _, _, cd_size, cd_offset, _ = struct.unpack_from("<4s4H2LH", valid, eocd)
+    body = valid[:eocd]
+    record = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, cd_size, cd_offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, len(body), 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return body + record + locator + end
+
+
+def zip_size_lie(valid: bytes, size: int = 0x7FFFFFFF) -> bytes:
+    """The first central record says its entry holds ``size`` compressed bytes: past the file."""
+    import struct
+
+    raw = bytearray(valid)
+    at, _, _ = _central_records(valid)[0]
+    struct.pack_into("<L", raw, at + 20, size)
+    return bytes(raw)
+
+
+def zip_overlapping(valid: bytes) -> bytes:
+    """A stored entry whose data is a complete second entry, which the central directory also
+    lists: the two share bytes (how overlapping-entry zip bombs multiply their output)."""
+    import struct
+
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(zipfile.ZipInfo("customXml/inner.xml", _FIXED_TIME), b"<inner/>")
+    inner_bytes = inner.getvalue()
+    _, _, _ = _central_records(inner_bytes)[0]
+    local = inner_bytes[:inner_bytes.index(b"PK\x01\x02")]
+    out = io.BytesIO(valid)
+    with zipfile.ZipFile(out, "a", zipfile.ZIP_STORED) as z:
+        z.writestr(zipfile.ZipInfo("customXml/outer.bin", _FIXED_TIME), local)
+        z.writestr(zipfile.ZipInfo("customXml/inner.xml", _FIXED_TIME), b"<inner/>")
+    raw = bytearray(out.getvalue())
+    records = _central_records(bytes(raw))
+    outer_offset = records[-2][2]
+    outer_data = outer_offset + 30 + len(b"customXml/outer.bin")
+    struct.pack_into("<L", raw, records[-1][0] + 42, outer_data)
+    return bytes(raw)
+
+
+def zip_trailing(valid: bytes, extra: bytes = b"appended after the end record") -> bytes:
+    return valid + extra
+
+
+def zip_concatenated(first: bytes, second: bytes) -> bytes:
+    """Two archives back to back: readers that scan from the front see ``first``, those that read
+    the end record see ``second``."""
+    return first + second
+
+
+def zip_streamed(valid: bytes) -> bytes:
+    """``valid`` rewritten by a streaming writer (data descriptors, no sizes in local headers):
+    legitimate, and must pass."""
+
+    class _Unseekable(io.RawIOBase):
+        def __init__(self) -> None:
+            self.buf = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: bytes) -> int:  # type: ignore[override]
+            self.buf += b
+            return len(b)
+
+    src = zipfile.ZipFile(io.BytesIO(valid))
+    sink = _Unseekable()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as z:  # type: ignore[arg-type]
+        for info in src.infolist():
+            with z.open(zipfile.ZipInfo(info.filename, info.date_time), "w") as f:
+                f.write(src.read(info))
+    return bytes(sink.buf)
+
+
+def truncated_member(valid: bytes, member: str = "word/document.xml") -> bytes:
+    """``valid`` whose ``member`` holds a deflate stream cut in half, with headers that agree with
+    each other (sizes, CRC of the whole): the structure passes, the stream ends early."""
+    import struct
+    import zlib
+
+    src = zipfile.ZipFile(io.BytesIO(valid))
+    body = src.read(member)
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    cut = (comp.compress(body) + comp.flush())
+    cut = cut[:len(cut) // 2]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            if info.filename == member:
+                z.writestr(zipfile.ZipInfo(member, _FIXED_TIME), cut, compress_type=zipfile.ZIP_STORED)
+            else:
+                z.writestr(info.filename, src.read(info))
+    raw = bytearray(out.getvalue())
+    crc = zlib.crc32(body)
+    for at, name, offset in _central_records(bytes(raw)):
+        if name == member.encode():
+            struct.pack_into("<H", raw, offset + 8, 8)  # method: deflate
+            struct.pack_into("<L", raw, offset + 14, crc)
+            struct.pack_into("<L", raw, offset + 22, len(body))
+            struct.pack_into("<H", raw, at + 10, 8)
+            struct.pack_into("<L", raw, at + 16, crc)
+            struct.pack_into("<L", raw, at + 24, len(body))
+    return bytes(raw)
+
+
+# -- amplifying and undecodable e-mail -----------------------------------------------------------
+
+
+def _mail(headers: str, body: str) -> bytes:
+    return (f"From: Alice <alice@example.com>\nTo: bob@example.com\nDate: Thu, 01 Oct 2026 09:00:00 +0000\n"
+            f"{headers}\n\n{body}").encode()
+
+
+def email_lines(lines: int = 2000, line: str = "line") -> bytes:
+    """A body of ``lines`` short lines: unstructured made each a title, and each title a chunk."""
+    return _mail("Subject: Lines\nContent-Type: text/plain; charset=utf-8", f"{line}\n" * lines)
+
+
+def email_html_lines(lines: int = 2000) -> bytes:
+    return _mail("Subject: Lines\nContent-Type: text/html; charset=utf-8",
+                 "<html><body>" + "<p>line</p>" * lines + "</body></html>")
+
+
+def email_unclosed_multipart(size: int = 1024 * 1024) -> bytes:
+    """A multipart whose closing boundary never comes: the rest of the file is one part of
+    short lines."""
+    head = 'Subject: Unclosed\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="B0UND"'
+    return _mail(head, "--B0UND\nContent-Type: text/plain\n\n" + "short line\n" * (size // 11))
+
+
+def email_many_parts(parts: int = 20_000, *, named: bool = False) -> bytes:
+    """A multipart with ``parts`` siblings: unnamed text parts, or named attachments of a type
+    we do not parse."""
+    head = 'Subject: Parts\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="B0UND"'
+    if named:
+        part = ("--B0UND\nContent-Type: application/octet-stream\nContent-Disposition: attachment; "
+                'filename="export-{i}.bin"\n\nAA==\n')
+    else:
+        part = "--B0UND\nContent-Type: text/plain\n\npart {i}\n"
+    return _mail(head, "--B0UND\nContent-Type: text/plain\n\nThe body.\n" + "".join(part.format(i=i) for i in range(parts))
+                 + "--B0UND--\n")
+
+
+def email_unknown_charset(*, html: bool = False) -> bytes:
+    kind = "html" if html else "plain"
+    body = "<p>The budget was approved.</p>" if html else "The budget was approved.\n"
+    return _mail(f"Subject: Charset\nContent-Type: text/{kind}; charset=x-no-such-charset", body)

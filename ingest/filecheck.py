@@ -5,8 +5,10 @@ Invariants:
 - every rejection is an ``IngestError`` with a stable code (see ``ingest.parse``);
 - nothing here inflates more than ``ooxml_max_uncompressed_bytes`` or holds more than one
   1 MiB block of an inflated member in memory at a time;
-- an OOXML file that passes has declared sizes within the caps, the main part of the format
-  its extension names, and no DOCTYPE/ENTITY declaration in any part a parser may read as XML.
+- an OOXML file that passes has a sound zip structure (``ingest.zipcheck``, checked on the raw
+  bytes before any zip library opens it), declared sizes within the caps, the main part of the
+  format its extension names, and no DOCTYPE/ENTITY declaration in any part a parser may read
+  as XML.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from xml.etree import ElementTree
 
 from core.errors import IngestError
 from core.settings import IngestSettings
+from ingest.zipcheck import check_zip
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _MAGIC = [  # (prefix, kind) for content that is certainly not text
@@ -106,6 +109,7 @@ def _check_ooxml(ext: str, content: bytes, kind: str | None, limits: IngestSetti
         if kind is not None:
             raise _mismatch(ext, kind)
         raise IngestError(f"not a {ext.lstrip('.')} file (no zip header)", code="corrupt_file")
+    check_zip(content, limits)
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
@@ -192,6 +196,8 @@ def _parsed_as_xml(archive: zipfile.ZipFile, info: zipfile.ZipInfo, types: tuple
     try:
         with archive.open(info) as member:
             head = member.read(64)
+    except ValueError as exc:  # a seek before the start: the member is cut short
+        raise IngestError(f"truncated zip member: {exc}", code="truncated_file") from exc
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise IngestError(f"corrupt zip member {name}: {exc}", code="corrupt_file") from exc
     for bom, encoding in _BOMS:
@@ -211,6 +217,8 @@ def _scan_for_declarations(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> N
                 if any(d in window for d in _DECL):
                     raise IngestError(f"{info.filename} declares a DTD or entities", code="xml_bomb")
                 tail = block[-32:]
+    except ValueError as exc:  # a seek before the start: the member is cut short
+        raise IngestError(f"truncated zip member: {exc}", code="truncated_file") from exc
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
         # CRC mismatch, a member cut short, an unknown method, a password-protected member
         raise IngestError(f"corrupt zip member {info.filename}: {exc}", code="corrupt_file") from exc

@@ -26,10 +26,11 @@ import io
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from pathlib import PurePosixPath
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from core.errors import IngestError
 from core.settings import IngestSettings
@@ -328,17 +329,25 @@ def _parse_email(filename: str, content: bytes, ctype: str, limits: IngestSettin
     body = msg.get_body(preferencelist=("plain", "html"))
     if body is not None:
         out.extend(replace(el, depth=1) for el in _email_text(body, limits, depth))
+    named: list[str] = []  # attachments we can only name: listed together, not a section each
+    sections: list[Element] = []
     for part in msg.iter_attachments():
         if part.get_filename():
-            out.extend(_attachment(part, limits, depth))
+            parsed = _attachment(part, limits, depth)
+            if parsed:
+                sections.extend(parsed)
+            else:
+                named.append(PurePosixPath(part.get_filename() or "").name)
         elif part.get_content_maintype() == "text":
             out.extend(replace(el, depth=1) for el in _email_text(part, limits, depth))
         # an unnamed non-text part holds nothing to find, not even a name
-        _check_element_count(len(out), limits)
-    return out
+        _check_element_count(len(out) + len(sections) + (1 if named else 0), limits)
+    if named:
+        out.append(Element("NarrativeText", "\n".join(f"Attachment: {n}" for n in named), 1))
+    return out + sections
 
 
-def _email_text(part: EmailMessage, limits: IngestSettings, depth: int) -> list[Element]:
+def _email_text(part: MIMEPart, limits: IngestSettings, depth: int) -> list[Element]:
     """One text part as plain-text paragraphs (HTML through its parser, then flattened: tables
     stay tables, nothing else is a title)."""
     try:
@@ -359,20 +368,22 @@ def _email_text(part: EmailMessage, limits: IngestSettings, depth: int) -> list[
 
 
 def _attachment(part: EmailMessage, limits: IngestSettings, depth: int) -> list[Element]:
+    """A parsed attachment as a section (``Attachment: name`` > its elements); [] when it is
+    not parsed: too deep, a type we do not parse, or bad (a bad attachment must not cost the
+    message its body). The caller still lists its name, which is worth finding."""
     name = PurePosixPath(part.get_filename() or "attachment").name
-    head = Element("Title", f"Attachment: {name}", 1)
     if depth >= limits.max_attachment_depth or PurePosixPath(name).suffix.lower() not in SUPPORTED:
-        return [head]  # the name alone is still worth finding
+        return []
     try:
         payload = part.get_content()
         data = bytes(payload) if isinstance(payload, EmailMessage) else payload
         data = data.encode("utf-8") if isinstance(data, str) else data
         inner = _parse(name, data, limits, depth + 1)
     except IngestError:
-        return [head]  # a bad attachment must not cost the message its body
+        return []
     except (KeyError, LookupError, ValueError, TypeError):  # no content manager for the part
-        return [head]
-    return [head, *(replace(el, depth=el.depth + 2) for el in inner)]
+        return []
+    return [Element("Title", f"Attachment: {name}", 1), *(replace(el, depth=el.depth + 2) for el in inner)]
 
 
 _ROUTES: dict[str, Route] = {

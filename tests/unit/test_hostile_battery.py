@@ -1,5 +1,7 @@
 """Fast version of the hostile-file battery (``python -m battery.hostile``): 40 hostile, broken and
-valid files of every kind through one real sync job (sandboxed parser, catalog, Edge index)."""
+valid files of every kind (zip structure attacks, amplifying and undecodable e-mail included)
+through one real sync job (sandboxed parser, catalog, Edge index), then the push API of a live
+server: the 2,000-line e-mail and a request over the body size limit."""
 
 from __future__ import annotations
 
@@ -28,3 +30,10 @@ def test_every_bad_file_fails_alone_with_its_code_and_every_valid_file_is_ingest
     assert total > 0 and ingested == total
     assert 0 < f["parser_peak_rss_mib"] * 2**20 <= RSS_LIMIT
     assert f["network_attempts"] == 0
+    assert f["parser_isolation"] in ("netns", "seccomp")
+    # The e-mail amplification case (2,000 short body lines) through the sync and the push API.
+    lines = [chunks for rel, chunks in f["amplifying_chunks"].items() if rel.endswith("lines-2000.eml")]
+    assert lines and all(0 < c <= 10 for c in lines)
+    assert 0 < f["push_email_chunks"] <= 10
+    # A request over api.max_body_bytes is refused before its body is read.
+    assert f["push_over_limit"] == "413 body_too_large"

@@ -1,24 +1,16 @@
-"""Parse untrusted documents in separate, resource-limited worker processes.
+"""The caller's side of the sandbox: a pool of parser workers forked by a template process.
 
 Invariants:
 - the calling process never parses: it checks extension, size and emptiness, then exchanges raw
-  bytes and JSON with a worker; no pickle crosses the boundary, so a subverted worker cannot run
-  code in the caller through its replies;
+  bytes and JSON with a worker (``wire``);
 - a call returns elements or raises a ``ClearanceError``: ``IngestError`` with a per-file code
   (``ingest.parse.ERROR_CODES``), or ``BackendUnavailableError`` (``parser_unavailable``) when no
-  worker can be had; it never waits longer than ``parse_timeout_s`` for a parse;
-- over ``parse_timeout_s`` the worker is killed (``parse_timeout``); a worker's address space is
-  capped at its starting size plus ``parse_memory_bytes`` (``memory_limit`` when a parse hits
-  it); a worker that dies mid-parse gives ``parse_killed``; in each case, and after
-  ``parse_worker_max_jobs`` parses, the next call gets a fresh worker;
-- workers have no Python-level network (socket connect and name resolution raise, and count),
-  never import torch, and die with the process that forked them.
-
-Shape: each pool starts one *template* process that imports every parser and loads the spaCy
-model (~5 s, once), never parses a document, and forks a worker whenever one is needed. A fresh worker
-therefore costs a fork (milliseconds), not the imports, so a stream of files that kill their
-workers cannot turn restarts into a denial of service, and workers share the loaded model
-copy-on-write. The template is single-threaded when it forks (checked at start-up).
+  worker can be had, (``parser_unisolated``) when the parser processes could not be cut off the
+  network and ``ingest.allow_unisolated_parsing`` is off; it never waits longer than
+  ``parse_timeout_s`` for a parse;
+- over ``parse_timeout_s`` the worker is killed (``parse_timeout``); a worker that dies mid-parse
+  gives ``parse_killed``; in each case, after a ``memory_limit``, and after
+  ``parse_worker_max_jobs`` parses, the next call gets a fresh worker.
 """
 
 from __future__ import annotations
@@ -31,33 +23,30 @@ import queue
 import selectors
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from core.errors import BackendUnavailableError, IngestError
 from core.settings import IngestSettings
-from ingest.parse import Element, content_type_for, offline_environment, parse
+from ingest.parse import Element, content_type_for
+from ingest.sandbox import wire
+from ingest.sandbox.limits import METHODS, Isolation
 
 log = logging.getLogger(__name__)
 
-_ROOT = str(Path(__file__).resolve().parent.parent)
-_HEAD = struct.Struct(">I")  # request: header length, then JSON header, then the content bytes
-_LEN = struct.Struct(">Q")  # reply: body length, then a JSON body
-_IO_BLOCK = 4 * 1024 * 1024
-# The settings ``parse`` reads; only these cross to the worker, so unrelated settings never have
-# to survive a JSON round trip.
-_PARSE_LIMITS = {"max_file_bytes", "ooxml_max_uncompressed_bytes", "ooxml_max_compression_ratio",
-                 "ooxml_max_members", "max_attachment_depth", "plain_text_elements"}
+_ROOT = str(Path(__file__).resolve().parents[2])
+_LIMITS_SCRIPT = str(Path(__file__).resolve().parent / "limits.py")
 _CONTROL_TIMEOUT_S = 30.0  # a fork or a reap; the template waits at most 5 s for a worker to exit
 # -I: no user site, no PYTHON* variables, no current directory on sys.path; the repository root
 # is put there explicitly so the template runs this very code.
-_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from ingest.sandbox import _template_main; _template_main(int(sys.argv[2]))"
+_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); from ingest.sandbox.child import template_main; "
+         "template_main(int(sys.argv[2]), [m for m in sys.argv[3].split(',') if m])")
 
 
 class _Timeout(Exception):
@@ -68,17 +57,32 @@ class _Died(Exception):
     pass
 
 
-# -- caller side ---------------------------------------------------------------------------------
+@cache
+def available_isolation(methods: tuple[str, ...] = METHODS) -> Isolation:
+    """The network isolation a parser process gets on this machine (``netns``, ``seccomp`` or
+    ``none``), found by applying it in a short-lived interpreter (~30 ms, once per process); for
+    readiness and ``config show`` without starting a parser."""
+    try:
+        out = subprocess.run([sys.executable, "-I", _LIMITS_SCRIPT, ",".join(methods)], capture_output=True,
+                             text=True, timeout=30, stdin=subprocess.DEVNULL, check=False)
+        result = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+    return result if result in ("netns", "seccomp") else "none"  # type: ignore[return-value]
 
 
 class _Template:
     """The caller's handle on one template process: forks workers and reaps them."""
 
-    def __init__(self, settings: IngestSettings) -> None:
+    def __init__(self, settings: IngestSettings, methods: tuple[str, ...]) -> None:
         self._start_timeout_s = settings.parse_worker_start_timeout_s
+        self._allow_unisolated = settings.allow_unisolated_parsing
+        self._methods = methods
         self._lock = threading.Lock()  # one control exchange at a time
         self._proc: subprocess.Popen[bytes] | None = None
         self._ctl: socket.socket | None = None
+        self._pending = b""  # control bytes received past the last full line
+        self.isolation: Isolation | None = None  # as the running template reported it
 
     @property
     def pid(self) -> int | None:
@@ -135,7 +139,7 @@ class _Template:
         ours, theirs = socket.socketpair()
         try:
             self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and code
-                [sys.executable, "-I", "-c", _BOOT, _ROOT, str(theirs.fileno())],
+                [sys.executable, "-I", "-c", _BOOT, _ROOT, str(theirs.fileno()), ",".join(self._methods)],
                 stdin=subprocess.DEVNULL, env=_worker_env(), pass_fds=(theirs.fileno(),), close_fds=True,
                 start_new_session=True,  # a terminal's Ctrl-C goes to the caller, which cleans up
             )
@@ -144,35 +148,45 @@ class _Template:
         self._ctl = ours
         try:
             ours.settimeout(self._start_timeout_s)
+            first, _ = self._receive()
+            isolation = str(first.get("isolation", "none"))
+            self.isolation = isolation if isolation in ("netns", "seccomp") else "none"  # type: ignore[assignment]
+            if self.isolation == "none" and not self._allow_unisolated:
+                self._kill()
+                raise BackendUnavailableError(
+                    "parser processes cannot be cut off the network here (no network namespace, no seccomp); "
+                    "set ingest.allow_unisolated_parsing to parse anyway", code="parser_unisolated")
             ready, _ = self._receive()
             if not ready.get("ready"):
                 raise OSError(f"template failed to start: {ready}")
         except (OSError, ValueError) as exc:
             self._kill()
             raise BackendUnavailableError(f"parser template did not start: {exc}", code="parser_unavailable") from exc
-        log.info("parse.template_started pid=%s", self._proc.pid)
+        log.info("parse.template_started pid=%s isolation=%s", self._proc.pid if self._proc else None, self.isolation)
 
     def _exchange(self, request: dict[str, Any], fds: int = 0) -> tuple[dict[str, Any], list[int]]:
         assert self._ctl is not None
         self._ctl.settimeout(_CONTROL_TIMEOUT_S)
-        self._ctl.sendall(json.dumps(request).encode() + b"\n")
+        self._ctl.sendall(wire.control_line(request))
         return self._receive(fds)
 
     def _receive(self, fds: int = 0) -> tuple[dict[str, Any], list[int]]:
+        """The next control line (two may arrive in one read: the rest waits for the next call)."""
         assert self._ctl is not None
-        data, received, _, _ = socket.recv_fds(self._ctl, 65536, max(fds, 1))
-        while data and not data.endswith(b"\n"):  # control messages are small; rarely split
-            more = self._ctl.recv(65536)
-            if not more:
-                break
-            data += more
-        if not data:
-            for fd in received:
-                os.close(fd)
-            raise OSError("template closed the control socket")
-        return json.loads(data), list(received)
+        received: list[int] = []
+        while b"\n" not in self._pending:
+            data, got, _, _ = socket.recv_fds(self._ctl, 65536, max(fds, 1))
+            received.extend(got)
+            if not data:
+                for fd in received:
+                    os.close(fd)
+                raise OSError("template closed the control socket")
+            self._pending += data
+        line, _, self._pending = self._pending.partition(b"\n")
+        return json.loads(line), received
 
     def _kill(self) -> None:
+        self._pending = b""
         if self._ctl is not None:
             self._ctl.close()
             self._ctl = None
@@ -223,13 +237,11 @@ class _Worker:
 
     def parse(self, filename: str, content: bytes, limits: IngestSettings) -> list[Element]:
         self.start()
-        header = json.dumps({"filename": filename, "size": len(content),
-                             "limits": limits.model_dump(mode="json", include=_PARSE_LIMITS)}).encode()
         deadline = time.monotonic() + limits.parse_timeout_s
         max_reply = 2 * (limits.max_file_bytes + limits.ooxml_max_uncompressed_bytes) + (1 << 20)
         try:
             try:
-                self._write(_HEAD.pack(len(header)) + header, deadline)
+                self._write(wire.parse_request(filename, len(content), limits), deadline)
                 self._write(content, deadline)
             except _Died:
                 pass  # it may have answered before reading everything (memory_limit): read on
@@ -253,6 +265,17 @@ class _Worker:
             raise IngestError(str(reply.get("message", "parse failed")), code=str(reply.get("code", "parse_failed")))
         return [Element(str(k), str(t), int(d), p if p is None else int(p)) for k, t, d, p in reply["elements"]]
 
+    def probe(self, request: dict[str, Any], timeout_s: float) -> dict[str, str]:
+        self.start()
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._write(wire.request({"op": "probe", **request}), deadline)
+            reply = self._read(deadline, 1 << 20)
+        except (_Timeout, _Died) as exc:
+            self.kill()
+            raise BackendUnavailableError(f"network probe failed: {type(exc).__name__}", code="parser_unavailable") from exc
+        return {str(k): str(v) for k, v in reply.items()}
+
     def _write(self, data: bytes, deadline: float) -> None:
         assert self._sock is not None
         view = memoryview(data)
@@ -262,7 +285,7 @@ class _Worker:
                 if not _ready(sel, deadline):
                     continue
                 try:
-                    view = view[self._sock.send(view[:_IO_BLOCK]):]
+                    view = view[self._sock.send(view[:wire.IO_BLOCK]):]
                 except BlockingIOError:
                     continue
                 except OSError as exc:  # broken pipe, reset
@@ -271,14 +294,14 @@ class _Worker:
     def _read(self, deadline: float, max_body: int) -> dict[str, Any]:
         assert self._sock is not None
         buf = bytearray()
-        need = _LEN.size
+        need = wire.LEN.size
         with selectors.DefaultSelector() as sel:
             sel.register(self._sock, selectors.EVENT_READ)
             while len(buf) < need:
                 if not _ready(sel, deadline):
                     continue
                 try:
-                    chunk = self._sock.recv(min(need - len(buf), _IO_BLOCK))
+                    chunk = self._sock.recv(min(need - len(buf), wire.IO_BLOCK))
                 except BlockingIOError:
                     continue
                 except OSError as exc:
@@ -286,12 +309,12 @@ class _Worker:
                 if not chunk:
                     raise _Died("end of output")
                 buf += chunk
-                if need == _LEN.size and len(buf) == need:
-                    body = _LEN.unpack(buf)[0]
+                if need == wire.LEN.size and len(buf) == need:
+                    body = wire.LEN.unpack(buf)[0]
                     if body > max_body:
                         raise _Died("reply too large")
                     need += body
-        reply = json.loads(bytes(buf[_LEN.size:]))
+        reply = json.loads(bytes(buf[wire.LEN.size:]))
         if not isinstance(reply, dict):
             raise _Died("malformed reply")
         return reply
@@ -333,11 +356,14 @@ def _worker_env() -> dict[str, str]:
 
 class ParserPool:
     """A fixed set of lazily forked workers; each call borrows one for the length of its parse,
-    so at most ``parse_workers`` parses run at once and further callers wait their turn."""
+    so at most ``parse_workers`` parses run at once and further callers wait their turn.
 
-    def __init__(self, settings: IngestSettings) -> None:
+    ``isolation_methods``: the network isolation to try, in order (tests narrow it to check one)."""
+
+    def __init__(self, settings: IngestSettings, *, isolation_methods: tuple[str, ...] = METHODS) -> None:
         self.settings = settings
-        self._template = _Template(settings)
+        self._methods = tuple(isolation_methods)
+        self._template = _Template(settings, self._methods)
         self._workers = [_Worker(self._template, settings) for _ in range(settings.parse_workers)]
         self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()  # most recently used first
         for w in self._workers:
@@ -357,6 +383,25 @@ class ParserPool:
             return worker.parse(filename, content, limits)
         finally:
             self._idle.put(worker)
+
+    def probe_network(self, *, host: str, port: int, udp_port: int, name: str = "example.com",
+                      timeout_s: float = 10.0) -> dict[str, str]:
+        """Run a fixed network probe in a worker, beneath the Python-level guard: a name lookup
+        (``getaddrinfo``, ``gethostbyname`` of ``name``), a TCP connect to ``host:port`` and a
+        datagram to ``host:udp_port``. Each outcome is ``ok`` or the error: under isolation
+        every one fails. For tests and self-checks; runs no caller-supplied code."""
+        worker = self._idle.get()
+        try:
+            return worker.probe({"host": host, "port": port, "udp_port": udp_port, "name": name,
+                                 "timeout_s": min(timeout_s / 4, 2.0)}, timeout_s)
+        finally:
+            self._idle.put(worker)
+
+    @property
+    def isolation(self) -> Isolation:
+        """The network isolation of this pool's parser processes: what the running template
+        reported, else what one would get here (``available_isolation``)."""
+        return self._template.isolation or available_isolation(self._methods)
 
     def warm(self, *, wait: bool = True) -> None:
         """Start the template and every worker now rather than on first use (in a background
@@ -407,7 +452,7 @@ class ParserPool:
         for worker in taken:
             self._idle.put(worker)
 
-    def __enter__(self) -> "ParserPool":
+    def __enter__(self) -> ParserPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -423,7 +468,7 @@ def shared_pool(settings: IngestSettings) -> ParserPool:
     """The process-wide pool for these worker settings, made on first use."""
     global _pools_pid
     key = (settings.parse_workers, settings.parse_memory_bytes, settings.parse_worker_max_jobs,
-           settings.parse_worker_start_timeout_s)
+           settings.parse_worker_start_timeout_s, settings.allow_unisolated_parsing)
     with _pools_lock:
         if _pools_pid != os.getpid():  # a forked child must not talk to its parent's workers
             _pools.clear()
@@ -446,186 +491,3 @@ def shutdown() -> None:
         _pools.clear()
     for pool in pools:
         pool.close()
-
-
-# -- template and worker side --------------------------------------------------------------------
-
-
-def _template_main(ctl_fd: int) -> None:
-    os.dup2(2, 1)  # anything a library prints goes to stderr
-    ctl = socket.socket(fileno=ctl_fd)
-    guard = _harden()
-    _warm_up()
-    if threading.active_count() != 1:  # fork copies one thread: others' locks would stay held
-        log.warning("parse.template_threads count=%d", threading.active_count())
-    ctl.sendall(json.dumps({"ready": True}).encode() + b"\n")
-    requests = ctl.makefile("rb")
-    for line in requests:  # ends when the caller closes the socket or exits
-        req = json.loads(line)
-        if req["op"] == "fork":
-            ours, theirs = socket.socketpair()
-            template = os.getpid()
-            pid = os.fork()
-            if pid == 0:
-                requests.close()
-                ctl.close()
-                ours.close()
-                _worker_process(theirs, int(req["memory_bytes"]), guard, template)  # never returns
-            theirs.close()
-            socket.send_fds(ctl, [json.dumps({"pid": pid}).encode() + b"\n"], [ours.fileno()])
-            ours.close()
-        elif req["op"] == "reap":
-            ctl.sendall(json.dumps({"status": _reap(int(req["pid"]))}).encode() + b"\n")
-    os._exit(0)  # at once: tearing down the loaded libraries only delays the workers' end
-
-
-def _reap(pid: int) -> str:
-    try:
-        deadline = time.monotonic() + 5
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:  # it ignored the end of its input
-                os.kill(pid, signal.SIGKILL)
-                _, status = os.waitpid(pid, 0)
-                break
-            time.sleep(0.01)
-    except ChildProcessError:
-        return "unknown"
-    if os.WIFSIGNALED(status):
-        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit status {os.waitstatus_to_exitcode(status)}"
-
-
-def _worker_process(sock: socket.socket, memory_bytes: int, guard: list[int], template: int) -> None:
-    """Body of a forked worker: serve parse requests until the caller closes the socket."""
-    try:
-        os.setsid()  # its own process group, so the caller can kill it and anything it starts
-        _die_with_parent()
-        if os.getppid() != template:  # the template died before the line above took effect
-            os._exit(1)
-        limit = _cap_address_space(memory_bytes)
-        replies = sock.makefile("wb")
-        requests = sock.makefile("rb")
-        _send(replies, _encode({"ready": True, "address_space_limit": limit, "network_attempts": guard[0]}))
-        while True:
-            head = requests.read(_HEAD.size)
-            if len(head) < _HEAD.size:
-                break  # the caller closed our socket: leave
-            header = json.loads(requests.read(_HEAD.unpack(head)[0]))
-            try:
-                content = requests.read(int(header["size"]))
-                body, code = _handle(header, content, guard)
-                del content
-            except MemoryError:  # the content itself did not fit
-                code = "memory_limit"
-                body = _encode({"ok": False, "code": code, "message": "file does not fit the memory limit"})
-            _send(replies, body)
-            if code == "memory_limit":
-                break  # a heap that hit the cap may be fragmented or half-built: start clean
-    except BaseException:  # noqa: BLE001 - report, then leave without running the template's exit code
-        import traceback
-
-        traceback.print_exc()
-        os._exit(1)
-    os._exit(0)
-
-
-def _handle(header: dict[str, Any], content: bytes, guard: list[int]) -> tuple[bytes, str | None]:
-    """The encoded reply and its error code (None on success)."""
-    try:
-        elements = parse(header["filename"], content, IngestSettings.model_validate(header["limits"]))
-        return _encode({"ok": True, "network_attempts": guard[0],
-                        "elements": [[e.kind, e.text, e.depth, e.page] for e in elements]}), None
-    except IngestError as exc:
-        reply = {"ok": False, "code": exc.code, "message": exc.message}
-    except MemoryError:
-        reply = {"ok": False, "code": "memory_limit", "message": "parse exceeded the memory limit"}
-    except Exception as exc:  # parse() maps library errors; this is a bug of ours
-        reply = {"ok": False, "code": "parse_failed", "message": f"{type(exc).__name__}: {exc}"[:500]}
-    reply["network_attempts"] = guard[0]
-    return _encode(reply), str(reply["code"])
-
-
-def _encode(reply: dict[str, Any]) -> bytes:
-    return json.dumps(reply, ensure_ascii=False).encode("utf-8", errors="replace")
-
-
-def _send(out: Any, body: bytes) -> None:
-    out.write(_LEN.pack(len(body)))
-    out.write(body)
-    out.flush()
-
-
-def _harden() -> list[int]:
-    """Process-wide restrictions, set before anything heavy is imported; returns the counter of
-    refused network calls (a one-item list the guard increments)."""
-    import resource
-    import warnings
-
-    # thinc imports torch when it is installed: ~0.5 GB of address space and a second of start-up
-    # for nothing a parse uses. None in sys.modules makes `import torch` an ImportError.
-    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
-    attempts = [0]
-
-    def refuse(*args: object, **kwargs: object) -> Any:
-        attempts[0] += 1
-        raise OSError("network access is disabled in the parse sandbox")
-
-    # Our own sockets are socketpairs, made before this and never connected.
-    socket.socket.connect = refuse  # type: ignore[method-assign]
-    socket.socket.connect_ex = refuse  # type: ignore[method-assign]
-    socket.create_connection = refuse  # type: ignore[assignment]
-    socket.getaddrinfo = refuse  # type: ignore[assignment]
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not dump document contents
-    warnings.simplefilter("ignore")
-    for name in ("unstructured", "pypdf"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    offline_environment()
-    return attempts
-
-
-def _warm_up() -> None:
-    """Import every partitioner and load the spaCy model in the template, so that forked
-    workers start with them (shared copy-on-write) and the memory cap counts only the parse."""
-    import unstructured.partition.docx  # noqa: F401
-    import unstructured.partition.email  # noqa: F401
-    import unstructured.partition.html  # noqa: F401
-    import unstructured.partition.md  # noqa: F401
-    import unstructured.partition.pptx  # noqa: F401
-    import unstructured.partition.xlsx  # noqa: F401
-    from pypdf import PdfReader  # noqa: F401
-    from unstructured.partition.auto import partition  # noqa: F401
-
-    # Our own text, not a document: it loads the model and fills lazy caches before any fork.
-    parse("warm-up.txt", b"WARM UP\n\nThe worker loads its language model once. Then it parses files.\n")
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this worker when the template exits (the template leaves when the caller
-    closes its socket or dies), so no worker outlives the caller."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _cap_address_space(extra: int) -> int | None:
-    """RLIMIT_AS = current size + ``extra``, soft and hard (a parse cannot raise it back).
-    Returns the limit, or None where the platform has no such limit (the timeout still holds)."""
-    try:
-        import resource
-
-        with open("/proc/self/statm") as f:
-            current = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        limit = current + extra
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        if hard != resource.RLIM_INFINITY:
-            limit = min(limit, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        return limit
-    except (OSError, ValueError, ImportError):
-        return None
