@@ -38,6 +38,7 @@ COPY app/ app/
 COPY api/ api/
 COPY cli/ cli/
 COPY eval/ eval/
+COPY client/ client/
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \
     && scripts/install.sh /opt/venv/bin/pip .

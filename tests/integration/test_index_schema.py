@@ -1,0 +1,123 @@
+"""The index's schema version lives in the index (Edge: a file in the shard folder; Qdrant
+server: collection metadata), is checked when a process opens the index, and `clearance reindex`
+rebuilds an index of another version from the catalog's recorded sources."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from app import index_schema
+from app.maintenance import reindex
+from app.services import build_services
+from core.settings import QdrantSettings, Settings
+from core.types import Acl, Entitlements, Scope, SourceDocument
+from ingest.sources import FilesystemSource
+from tests.conftest import REPO, make_settings
+from tests.integration.test_ingest_sync import check_consistent, write_tree
+
+QUERIES = ("revenue forecast", "company announcement", "quarter")
+
+
+def answers(services: object, mode: str = "hybrid", principals: tuple[str, ...] = ("group:finance",)) -> list[list[tuple[str, float]]]:
+    scope = Scope(Entitlements("x", "i", "acme", frozenset({"tenant:acme", *principals})))
+    out = []
+    for q in QUERIES:
+        res = services.search_unaudited.search(scope, q, top_k=50, mode=mode)  # type: ignore[attr-defined]
+        out.append([(h.id, round(h.score, 6)) for h in res.hits])
+    return out
+
+
+def test_a_new_edge_index_records_its_version_and_reopens(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    build_services(s).close()
+    marker = s.storage.edge_path / index_schema.MARKER_FILE
+    assert json.loads(marker.read_text()) == {"schema": index_schema.INDEX_SCHEMA_VERSION}
+    build_services(s).close()  # the same version: opens
+
+
+def test_an_index_of_0_1_0_without_a_version_is_adopted(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    services = build_services(s)
+    services.ingestor.sync(FilesystemSource(_tree(tmp_path), "docs"))
+    services.close()
+    (s.storage.edge_path / index_schema.MARKER_FILE).unlink()  # as 0.1.0 left it
+    services = build_services(s)
+    try:
+        assert index_schema.read_marker(s.storage.edge_path) == index_schema.LEGACY_VERSION
+        check_consistent(services)
+    finally:
+        services.close()
+
+
+def test_another_version_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    build_services(s).close()
+    index_schema.write_marker(s.storage.edge_path, index_schema.INDEX_SCHEMA_VERSION + 1)
+    with pytest.raises(index_schema.IndexSchemaError, match=r"version 2 \(written by a newer release\).*clearance reindex"):
+        build_services(s)
+    build_services(s, check_index=False).close()  # only reindex opens it anyway
+
+    # through the CLI: one line, exit 2
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARANCE_")}
+    env.update(CLEARANCE_STORAGE__DATA_DIR=str(s.storage.data_dir), CLEARANCE_EMBEDDER__KIND="hash")
+    res = subprocess.run([sys.executable, "-c", "from cli.main import run; run()", "ingest", str(_tree(tmp_path))],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("error")] == [
+        f"error [index_schema_mismatch]: the Edge shard at {s.storage.edge_path} holds index schema version 2 (written by "
+        "a newer release); this release reads and writes version 1: rebuild it with `clearance reindex`, or run the "
+        "release that wrote it"]
+
+
+def test_qdrant_server_keeps_the_version_in_collection_metadata(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, qdrant=QdrantSettings(local_path=str(tmp_path / "qdrant")))
+    services = build_services(s)
+    try:
+        assert services.index.schema_version() == index_schema.INDEX_SCHEMA_VERSION
+        index_schema.write_version(s, services.index, 7)
+        with pytest.raises(index_schema.IndexSchemaError, match=r"collection 'clearance_chunks' holds index schema version 7"):
+            index_schema.check_index_schema(s, services.index)
+    finally:
+        services.close()
+
+
+def _tree(tmp_path: Path) -> Path:
+    root = tmp_path / "docs"
+    if not root.exists():
+        write_tree(root)
+    return root
+
+
+def test_reindex_rebuilds_from_recorded_sources_and_lists_pushed_documents(tmp_path: Path) -> None:
+    s: Settings = make_settings(tmp_path)
+    services = build_services(s)
+    services.ingestor.sync(FilesystemSource(_tree(tmp_path), "docs"))
+    services.ingestor.apply(SourceDocument("wiki", "p1", "push://p1", "p1.txt", b"Pushed revenue note.",
+                                           Acl(frozenset({"group:finance"})), datetime(2026, 1, 1, tzinfo=UTC)))
+    before = answers(services, "dense")  # dense scores do not depend on the other documents
+    pushed = set(services.catalog.get(services.ingestor.doc_key("wiki", "p1")).ids)  # type: ignore[union-attr]
+    fs_points = services.index.size() - len(services.catalog.get(services.ingestor.doc_key("wiki", "p1")).ids)  # type: ignore[union-attr]
+    services.close()
+    index_schema.write_marker(s.storage.edge_path, 99)  # an index this release cannot read
+    with pytest.raises(index_schema.IndexSchemaError):
+        build_services(s)
+
+    report = reindex(s)
+    assert report.previous and Path(report.previous).is_dir() and not report.errors
+    assert report.synced["docs"].get("updated", 0) + report.synced["docs"].get("added", 0) == 12
+    assert report.to_push == {"wiki": 1} and report.points == fs_points
+    services = build_services(s)
+    try:
+        assert index_schema.read_marker(s.storage.edge_path) == index_schema.INDEX_SCHEMA_VERSION
+        check_consistent(services)
+        # the filesystem documents answer exactly as before; the pushed one is gone until pushed again
+        assert answers(services, "dense") == [[h for h in hits if h[0] not in pushed] for hits in before]
+    finally:
+        services.close()
