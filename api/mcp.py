@@ -23,8 +23,9 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -34,13 +35,15 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.types import Receive, Scope as AsgiScope, Send
+from starlette.types import Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from api.errors import RESOURCE_METADATA_KEY  # set on /mcp requests: challenges point at the metadata
 from auth.authenticator import SEARCH, Authenticator
 from core.errors import ClearanceError, InvalidRequestError
 from core.settings import Settings
 from core.types import Entitlements, Scope
+from retrieval.scope_filter import parse_metadata_filters
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -145,22 +148,29 @@ def build_mcp_server(resolve: Resolve) -> MCPServer:
         group_by: Annotated[Literal["chunk", "document"], Field(
             description="document: one entry per document with its best chunks (top_k counts documents)")] = "chunk",
         chunks_per_document: Annotated[int, Field(ge=1, le=20, description="chunks per document when grouped")] = 3,
+        metadata: Annotated[dict[str, Any] | None, Field(
+            description="filters on declared metadata fields: {field: value} equality, {field: [v1, v2]} any of, "
+                        "{field: {\"gte\": 1, \"lt\": 9}} numeric range")] = None,
         cursor: Annotated[str | None, Field(description="next_cursor from the previous call, same arguments")] = None,
     ) -> SearchOut:
         """Search the organisation's documents with the user's own permissions. Returns the best
         matching passages with citation fields (title, uri, source, section, page, modified_at)
         and low_confidence. Use fetch(document_id) to read a whole document."""
         services, caller = resolve(ctx)
+        after, before = _utc(modified_after), _utc(modified_before)
         scope = Scope(entitlements=caller, max_age_s=max_age, sources=frozenset(sources) if sources else None,
-                      modified_after=_utc(modified_after), modified_before=_utc(modified_before))
-        params = {"max_age": max_age, "sources": sources,
-                  "modified_after": _utc(modified_after).isoformat() if modified_after else None,
-                  "modified_before": _utc(modified_before).isoformat() if modified_before else None,
-                  "explain": False, "via": "mcp"}
+                      modified_after=after, modified_before=before)
+        params: dict[str, Any] = {"max_age": max_age, "sources": sources,
+                                  "modified_after": after.isoformat() if after else None,
+                                  "modified_before": before.isoformat() if before else None,
+                                  "explain": False, "via": "mcp"}
+        if metadata:
+            params["metadata"] = metadata
         try:
+            filters = parse_metadata_filters(metadata or {})
             out = await anyio.to_thread.run_sync(lambda: services.reads.search(
                 scope, query, top_k=top_k, mode=mode, explain=False, params=params, group_by=group_by,
-                chunks_per_document=chunks_per_document, cursor=cursor))
+                chunks_per_document=chunks_per_document, cursor=cursor, metadata=filters))
         except ClearanceError as exc:
             raise _refuse(exc) from None
         res = out.result
@@ -204,11 +214,10 @@ def build_mcp_server(resolve: Resolve) -> MCPServer:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    from datetime import timezone
 
     if value is None:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # -- Streamable HTTP at /mcp -------------------------------------------------------------------
@@ -221,7 +230,8 @@ def resource_url(settings: Settings, request: Request) -> str:
 def metadata_url(settings: Settings, request: Request) -> str:
     """RFC 9728 §3.1: the well-known path inserted between the host and the resource's path."""
     parts = urlsplit(resource_url(settings, request))
-    return f"{parts.scheme}://{parts.netloc}{METADATA_PATH}{parts.path}"
+    # It goes into a quoted challenge parameter: a Host header cannot break out of the quotes.
+    return f"{parts.scheme}://{parts.netloc}{METADATA_PATH}{parts.path}".replace('"', "%22").replace("\\", "%5C")
 
 
 def protected_resource_metadata(settings: Settings, request: Request) -> dict[str, Any]:
@@ -238,7 +248,7 @@ def protected_resource_metadata(settings: Settings, request: Request) -> dict[st
     }
 
 
-def _http_caller(ctx: Context) -> "tuple[Services, Entitlements]":
+def _http_caller(ctx: Context) -> tuple[Services, Entitlements]:
     request = ctx.request_context.request
     caller = getattr(getattr(request, "state", None), "caller", None)
     if not isinstance(caller, Entitlements):  # never reached through McpEndpoint: fail closed
@@ -294,6 +304,9 @@ def install(app: Any, settings: Settings) -> McpEndpoint:
     ``endpoint.running()`` in the app's lifespan."""
     from starlette.routing import Route
 
+    # The SDK logs every stateless exchange at INFO ("Terminating session", "Processing
+    # request"); our own logs and the audit trail already record each call.
+    logging.getLogger("mcp").setLevel(logging.WARNING)
     endpoint = McpEndpoint(settings)
     app.router.routes.append(Route(MCP_PATH, endpoint=endpoint, methods=["GET", "POST", "DELETE"]))
 
@@ -308,11 +321,11 @@ def install(app: Any, settings: Settings) -> McpEndpoint:
 
 # -- stdio -----------------------------------------------------------------------------------
 
-def run_stdio(services: "Services", token: Callable[[], str]) -> None:
+def run_stdio(services: Services, token: Callable[[], str]) -> None:
     """Serve the tools on stdin/stdout for a local assistant, as the holder of ``token()``."""
     import anyio
 
-    def resolve(_ctx: Context) -> "tuple[Services, Entitlements]":
+    def resolve(_ctx: Context) -> tuple[Services, Entitlements]:
         try:
             caller = services.auth.authenticate(f"Bearer {token()}")
             Authenticator.require(caller, SEARCH)
