@@ -11,12 +11,16 @@ What a run measures:
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ir_measures
 from ir_measures import AP, RR, R, nDCG
@@ -34,7 +38,7 @@ from retrieval.embedding_cache import CachedEmbedder
 
 MEASURES = [nDCG @ 10, R @ 100, RR @ 10, AP]
 NAMES = {str(m): n for m, n in zip(MEASURES, ["ndcg@10", "recall@100", "mrr@10", "map"])}
-ORG_NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+ORG_NOW = datetime(2026, 11, 1, tzinfo=UTC)
 Run = dict[str, dict[str, float]]
 
 
@@ -45,12 +49,24 @@ class EvalConfig:
     modes: tuple[SearchMode, ...] = ("bm25", "dense", "hybrid")
     embedder: str = "minilm"
     personas: bool = True
+    known_items: int = 0  # documents sampled for the label-free known-item check (0: off)
     persona_mode: SearchMode = "hybrid"
     freshness_days: int = 365
     depth: int = 100  # documents ranked per query
     seed: int = 13
     retrieval: RetrievalSettings = field(default_factory=lambda: RetrievalSettings(max_top_k=1000))
     progress: Callable[[str], None] = lambda _msg: None
+
+
+def dataset_identity(ds: Dataset) -> str:
+    """SHA-256 over the corpus ids, the query texts and the judgments: two reports may be
+    compared only when this matches (``eval.gate``)."""
+    h = hashlib.sha256()
+    for doc_id in sorted(ds.corpus):
+        h.update(f"d\0{doc_id}\0".encode())
+    for q in sorted(ds.queries):
+        h.update(f"q\0{q}\0{ds.queries[q]}\0{json.dumps(ds.qrels.get(q, {}), sort_keys=True)}\0".encode())
+    return h.hexdigest()
 
 
 def _services(cfg: EvalConfig, tenant: str) -> Services:
@@ -136,8 +152,12 @@ def run(ds: Dataset, cfg: EvalConfig) -> dict[str, Any]:
 
 def _run(ds: Dataset, cfg: EvalConfig, org: Organisation, services: Services) -> dict[str, Any]:
     report: dict[str, Any] = {"dataset": ds.name, "docs": len(ds.corpus), "queries": len(ds.queries),
+                              "identity": dataset_identity(ds),
                               "embedder": services.embedder.name, "rrf_k": cfg.retrieval.rrf_k,
                               "prefetch_limit": cfg.retrieval.prefetch_limit}
+    from eval.live import commit_info, ranking_settings
+
+    report["meta"] = {**commit_info(), "ranking": ranking_settings(services), "production_top_k": PRODUCTION_TOP_K}
     report["ingest"] = ingest(services, ds, org, cfg.progress)
     report["chunks"] = services.index.size()
     runs: dict[str, Run] = {}
@@ -150,23 +170,65 @@ def _run(ds: Dataset, cfg: EvalConfig, org: Organisation, services: Services) ->
         runs[mode] = {q: _rank(services, everything, text, mode, cfg.depth, track)[0] for q, text in ds.queries.items()}
         agg, per_query = _metrics(ds.qrels, runs[mode])
         modes[mode] = {"metrics": agg, "per_query": per_query,
-                       "ms_per_query": round((time.perf_counter() - t0) * 1000 / max(len(ds.queries), 1), 2)}
+                       "ms_per_query": round((time.perf_counter() - t0) * 1000 / max(len(ds.queries), 1), 2),
+                       "ms_per_query_production": _production_latency(services, everything, ds, mode)}
         cfg.progress(f"{mode}: ndcg@10 {agg['ndcg@10']:.4f}")
     report["modes"] = modes
     report["significance"] = _significance(modes)
     if "hybrid" in runs and cosines:
         report["low_confidence"] = _calibrate(ds, runs["hybrid"], cosines)
+    if cfg.known_items:
+        ki = report["known_item"] = _known_item(services, ds, cfg, everything)
+        ki["order_by_ndcg@10"] = sorted(cfg.modes, key=lambda m: -modes[m]["metrics"]["ndcg@10"])
+        ki["orders_agree"] = ki["order_by_ndcg@10"] == ki["order_by_mrr@10"]
     if cfg.personas:
         report["entitlements"] = _entitlements(services, ds, org, cfg, runs.get(cfg.persona_mode))
         report["freshness"] = _freshness(services, ds, org, cfg)
     return report
 
 
+PRODUCTION_TOP_K = 10  # the API's default top_k: what a caller's latency is measured at
+LATENCY_QUERIES = 100
+
+
+def _production_latency(services: Services, scope: Scope, ds: Dataset, mode: SearchMode) -> float:
+    """Mean ms per query at the production top_k (``ms_per_query`` is at the ranking depth, 300
+    chunks, and says nothing about what a caller waits), over the first 100 queries."""
+    texts = [ds.queries[q] for q in sorted(ds.queries)[:LATENCY_QUERIES]]
+    t0 = time.perf_counter()
+    for text in texts:
+        services.search_unaudited.search(scope, text, top_k=PRODUCTION_TOP_K, mode=mode)
+    return round((time.perf_counter() - t0) * 1000 / max(len(texts), 1), 2)
+
+
+def _known_item(services: Services, ds: Dataset, cfg: EvalConfig, scope: Scope) -> dict[str, Any]:
+    """The label-free known-item measure of ``eval.live`` on a labelled set, per mode: queries
+    generated (same method and seed) from ``cfg.known_items`` sampled documents, MRR@10 of the
+    source document. Next to nDCG@10 it shows whether the label-free signal orders the modes as
+    the labelled one does."""
+    from eval.live import generate_known_items
+
+    sample = sorted(random.Random(cfg.seed).sample(sorted(ds.corpus), min(cfg.known_items, len(ds.corpus))))
+    generated = generate_known_items({d: (ds.name, *ds.corpus[d]) for d in ds.corpus}, seed=cfg.seed)
+    queries = [q for d in sample for q in generated.get(d, [])]
+    out: dict[str, Any] = {"documents": len(sample), "queries": len(queries), "modes": {}}
+    for mode in cfg.modes:
+        rr = []
+        for q in queries:
+            ranked = list(_rank(services, scope, q.text, mode, 10)[0])
+            rr.append(1.0 / (ranked.index(q.known) + 1) if q.known in ranked else 0.0)
+        out["modes"][mode] = {"mrr@10": round(sum(rr) / len(rr), 4) if rr else None}
+    out["order_by_mrr@10"] = sorted(cfg.modes, key=lambda m: -(out["modes"][m]["mrr@10"] or 0.0))
+    cfg.progress(f"known-item: {len(queries)} queries from {len(sample)} documents")
+    return out
+
+
 def _calibrate(ds: Dataset, hybrid: Run, cosines: dict[str, float]) -> dict[str, Any]:
     """Low-confidence threshold: the 10th percentile of the best top-10 cosine over queries whose
     hybrid top 10 holds a relevant document (so 90 % of answerable queries are not flagged);
     reported with the share of unanswerable queries it flags."""
-    answerable, unanswerable = [], []
+    answerable: list[float] = []
+    unanswerable: list[float] = []
     for q, text in ds.queries.items():
         top10 = list(hybrid.get(q, {}))[:10]
         (answerable if any(d in ds.qrels[q] for d in top10) else unanswerable).append(cosines.get(text, 0.0))
@@ -213,16 +275,19 @@ def _entitlements(services: Services, ds: Dataset, org: Organisation, cfg: EvalC
         scope = _persona_scope(org, p)
         n_before = len(qrels_p)
         for q, text in ds.queries.items():
+            # Every query is asked and every returned chunk checked, whether or not the persona
+            # may see a judged document: leak checks never depend on the labels.
+            ranked_p, hits = _rank(services, scope, text, mode, cfg.depth)
+            for prov in hits:
+                checks += 1
+                if not org.visible(p, str(prov["doc_id"])):
+                    leaks += 1
             rel = {d: g for d, g in ds.qrels[q].items() if org.visible(p, d)}
             if not rel:
                 continue
             key = f"{p.name}:{q}"
             qrels_p[key] = rel
-            pre[key], hits = _rank(services, scope, text, mode, cfg.depth)
-            for prov in hits:
-                checks += 1
-                if not org.visible(p, str(prov["doc_id"])):
-                    leaks += 1
+            pre[key] = ranked_p
             if unfiltered is not None:
                 ranked = list(unfiltered[q])
                 post10[key] = {d: s for d, s in unfiltered[q].items() if d in ranked[:10] and org.visible(p, d)}
@@ -239,6 +304,8 @@ def _entitlements(services: Services, ds: Dataset, org: Organisation, cfg: EvalC
         out["postfilter_retrieve10"] = _metrics(qrels_p, post10)[0]
         out["postfilter_retrieve100"] = _metrics(qrels_p, post100)[0]
         out["postfilter_empty_results_retrieve10"] = sum(1 for v in post10.values() if not v)
+    if checks == 0:
+        out["leak_checks_skipped"] = "no persona query returned a chunk: leak checks ran on 0 chunks"
     cfg.progress(f"entitlements: {checks} checks, {leaks} leaks")
     return out
 
@@ -250,7 +317,7 @@ def _freshness(services: Services, ds: Dataset, org: Organisation, cfg: EvalConf
     stale_returned = checks = 0
     run_fresh: Run = {}
     for q in fresh_qrels:
-        max_age = int((datetime.now(timezone.utc) - cutoff).total_seconds())
+        max_age = int((datetime.now(UTC) - cutoff).total_seconds())
         scope = _unrestricted(org.tenant, max_age_s=max_age)
         run_fresh[q], hits = _rank(services, scope, ds.queries[q], cfg.persona_mode, cfg.depth)
         for prov in hits:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from core.types import Acl
 
@@ -47,7 +47,7 @@ PERSONAS = (
 def simulate(doc_ids: list[str], *, tenant: str = "eval", seed: int = 13, public_share: float = 0.2,
              deny_share: float = 0.05, now: datetime | None = None) -> Organisation:
     rng = random.Random(seed)
-    now = now or datetime(2026, 11, 1, tzinfo=timezone.utc)
+    now = now or datetime(2026, 11, 1, tzinfo=UTC)
     acls: dict[str, Acl] = {}
     modified: dict[str, datetime] = {}
     names = [p.name for p in PERSONAS]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ClearanceError
+from eval.gate import refusals
 
 HEADLINE = ("ndcg@10", "recall@100", "mrr@10", "map")
 
@@ -14,7 +15,7 @@ HEADLINE = ("ndcg@10", "recall@100", "mrr@10", "map")
 def headline(report: dict[str, Any]) -> dict[str, Any]:
     """The part of a report that baselines keep: metrics per mode, leaks and stale counts."""
     out: dict[str, Any] = {"dataset": report["dataset"], "docs": report["docs"], "queries": report["queries"],
-                           "embedder": report["embedder"],
+                           "embedder": report["embedder"], **({"identity": report["identity"]} if "identity" in report else {}),
                            "modes": {m: {k: round(v["metrics"][k], 4) for k in HEADLINE} for m, v in report["modes"].items()}}
     if "entitlements" in report:
         e = report["entitlements"]
@@ -22,6 +23,8 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
                                "prefilter_ndcg@10": round(e["prefilter"]["ndcg@10"], 4)}
         if "postfilter_retrieve10" in e:
             out["entitlements"]["postfilter10_ndcg@10"] = round(e["postfilter_retrieve10"]["ndcg@10"], 4)
+    if "known_item" in report:
+        out["known_item_mrr@10"] = {m: v["mrr@10"] for m, v in report["known_item"]["modes"].items()}
     if "freshness" in report:
         out["freshness"] = {"stale_returned": report["freshness"]["stale_returned"],
                             "ndcg@10": round(report["freshness"]["metrics"]["ndcg@10"], 4)}
@@ -34,7 +37,12 @@ def write(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     paths = {"json": out_dir / f"{name}.json", "md": out_dir / f"{name}.md"}
     paths["json"].write_text(json.dumps(report, indent=1, sort_keys=True))
     paths.update(_plots(report, out_dir))
-    paths["md"].write_text(markdown(report, {k: p.name for k, p in paths.items() if k.startswith("png")}))
+    md = markdown(report, {k: p.name for k, p in paths.items() if k.startswith("png")})
+    paths["md"].write_text(md)
+    from eval.html import markdown_page
+
+    paths["html"] = out_dir / f"{name}.html"
+    paths["html"].write_text(markdown_page(md, {p.name: p for k, p in paths.items() if k.startswith("png")}))
     return paths
 
 
@@ -42,12 +50,15 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
     lines = [f"# Retrieval evaluation: {report['dataset']}", "",
              f"{report['docs']} documents, {report.get('chunks', '?')} chunks, {report['queries']} queries; "
              f"embedder {report['embedder']}; RRF k={report['rrf_k']}, prefetch {report['prefetch_limit']}.", "",
-             "| mode | nDCG@10 | Recall@100 | MRR@10 | MAP | ms/query |", "|---|---:|---:|---:|---:|---:|"]
+             "| mode | nDCG@10 | Recall@100 | MRR@10 | MAP | ms/query (depth 300) | ms/query (top_k 10) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for mode, v in report["modes"].items():
         m = v["metrics"]
-        lines.append(f"| {mode} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} | {m['map']:.4f} | {v['ms_per_query']} |")
+        lines.append(f"| {mode} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} | {m['map']:.4f} | "
+                     f"{v['ms_per_query']} | {v.get('ms_per_query_production', 'n/a')} |")
     if report.get("significance"):
-        lines += ["", "Paired tests on per-query nDCG@10:", "", "| a vs b | mean diff | p (t-test) | p (Wilcoxon) |", "|---|---:|---:|---:|"]
+        lines += ["", "Paired tests on per-query nDCG@10:", "",
+                  "| a vs b | mean diff | p (t-test) | p (Wilcoxon) |", "|---|---:|---:|---:|"]
         for s in report["significance"]:
             lines.append(f"| {s['a']} vs {s['b']} | {s['mean_diff']:+.4f} | {s['p_ttest']:.3g} | {s['p_wilcoxon']:.3g} |")
     lc = report.get("low_confidence") or {}
@@ -56,6 +67,15 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
         lines += ["", f"Low-confidence calibration (hybrid): threshold {lc['threshold']} on the best top-10 cosine flags "
                   f"{lc['answerable_flagged']:.0%} of {lc['answerable']} answerable queries and "
                   + (f"{flagged:.0%}" if flagged is not None else "n/a") + f" of {lc['unanswerable']} unanswerable ones."]
+    if "known_item" in report:
+        ki = report["known_item"]
+        lines += ["", f"## Known-item check (label-free, {ki['queries']} queries from {ki['documents']} documents)", "",
+                  "| mode | known-item MRR@10 | nDCG@10 |", "|---|---:|---:|"]
+        for mode, v in ki["modes"].items():
+            mrr = "n/a" if v["mrr@10"] is None else f"{v['mrr@10']:.4f}"
+            lines.append(f"| {mode} | {mrr} | {report['modes'][mode]['metrics']['ndcg@10']:.4f} |")
+        lines += ["", f"Modes by known-item MRR@10: {', '.join(ki['order_by_mrr@10'])}; by nDCG@10: "
+                  f"{', '.join(ki['order_by_ndcg@10'])} ({'same order' if ki['orders_agree'] else 'different order'})."]
     if "entitlements" in report:
         e = report["entitlements"]
         lines += ["", f"## Under entitlements ({e['mode']}, {e['persona_queries']} persona-query pairs)", "",
@@ -124,7 +144,11 @@ def check(current: dict[str, Any], baseline: dict[str, Any], tolerance: float) -
     """Regressions of ``current`` against ``baseline`` (both reports or headlines); [] if none."""
     cur = headline(current) if "ingest" in current else current  # a full report or a headline
     base = headline(baseline) if "ingest" in baseline else baseline
-    problems = []
+    problems = refusals(cur, base)  # not the same dataset, counts or leak checks: no comparison
+    if problems:
+        return problems
+    if "entitlements" in cur and not cur["entitlements"].get("checks"):
+        problems.append("leak checks ran on 0 returned chunks: nothing was verified")
     for mode, metrics in base.get("modes", {}).items():
         if mode not in cur.get("modes", {}):
             problems.append(f"{mode}: missing from the current report")
@@ -138,6 +162,19 @@ def check(current: dict[str, Any], baseline: dict[str, Any], tolerance: float) -
     if cur.get("freshness", {}).get("stale_returned", 0):
         problems.append(f"stale chunks returned: {cur['freshness']['stale_returned']}")
     return problems
+
+
+def stale_notes(current: dict[str, Any], baseline: dict[str, Any], tolerance: float) -> list[str]:
+    """The baseline is stale where the run beats it by more than ``tolerance`` (refresh it)."""
+    cur = headline(current) if "ingest" in current else current
+    base = headline(baseline) if "ingest" in baseline else baseline
+    out = []
+    for mode, metrics in base.get("modes", {}).items():
+        for k, v in metrics.items():
+            now = cur.get("modes", {}).get(mode, {}).get(k)
+            if now is not None and now > v + tolerance:
+                out.append(f"stale baseline: {mode} {k} {now} > baseline {v} + {tolerance}; refresh it")
+    return out
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import InvalidRequestError
 from eval import report as reports
 from eval.beir import load_beir, load_query_jsonl
 from eval.harness import EvalConfig, run
@@ -51,6 +52,7 @@ def test_reports_and_regression_gate(result: dict, tmp_path: Path) -> None:
     paths = reports.write(result, tmp_path)
     assert paths["json"].exists() and "Leaks: **0**" in paths["md"].read_text()
     assert paths["png_modes"].stat().st_size > 1000
+    assert "data:image/png;base64," in paths["html"].read_text()  # one self-contained page
     head = reports.headline(result)
     assert reports.check(result, head, 0.0) == []
     better = json.loads(json.dumps(head))
@@ -67,5 +69,5 @@ def test_production_queries_jsonl(tmp_path: Path) -> None:
     queries, qrels = load_query_jsonl(f)
     assert queries == {"a": "vitamin d", "3": "x"} and qrels == {"a": {"123": 2}, "3": {}}
     f.write_text('{"query": "no judgments"}\n')
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidRequestError, match="expected"):
         load_query_jsonl(f)
