@@ -12,7 +12,7 @@ export MPLCONFIGDIR := $(CURDIR)/var/.cache/matplotlib
 export XDG_CACHE_HOME := $(CURDIR)/var/.cache
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run serve demo-ingest test bench battery eval clean
+.PHONY: install run serve demo-ingest lint test bench battery eval clean
 
 install: $(STAMP)
 
@@ -39,7 +39,14 @@ run: demo-ingest
 serve: install
 	$(BIN)/clearance serve
 
-test: install
+# Static checks run before the suite: the layer contract (import-linter), ruff, and mypy
+# (strict on the security and storage layers, checked elsewhere).
+lint: install
+	PYTHONPATH=. $(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: install lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Benchmarks are never part of `make test`; figures land in bench/results and BENCHMARKS.md.
@@ -52,7 +59,7 @@ bench: install
 
 # Reliability and security battery (issue #9): each item exits non-zero on a violation; all run,
 # then BATTERY.md is rendered from battery/results/*.json. Fast versions of each are in `make test`.
-BATTERY_ITEMS ?= leak_duel state_machine tokens crash hostile fuzz load restart
+BATTERY_ITEMS ?= leak_duel state_machine tokens crash hostile fuzz load restart writes
 battery: install
 	@test -d var/bench/n100000/edge || $(BIN)/python -m bench.engine --chunks 100000 --build-only
 	@fail=0; for m in $(BATTERY_ITEMS); do echo "== battery.$$m"; $(BIN)/python -m battery.$$m || fail=1; done; \

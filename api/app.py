@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from fastapi import FastAPI
 
-from api import errors, mcp
+from api import console, docs, errors, mcp
 from api.middleware import RequestContext
-from api.routes import admin, health, identity, ingest, push, search
+from api.routes import admin, health, identity, ingest, maintenance, push, search
+from app.ops import warn_tenant_mismatch
 from app.services import Services, build_services
 from core.logging import configure
 from core.settings import Settings
@@ -22,6 +23,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services or build_services(settings)
+        warn_tenant_mismatch(app.state.services)  # logs only: /readyz says degraded with the tenants
         try:
             async with mcp_endpoint.running():  # the MCP transport's task group (api.mcp)
                 yield
@@ -29,13 +31,17 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             if owned:
                 app.state.services.close()
 
-    app = FastAPI(title="Clearance", version="0.1.0", lifespan=lifespan)
+    # docs_url/redoc_url off: FastAPI's pages load from a CDN; api.docs serves packaged assets.
+    app = FastAPI(title="Clearance", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    docs.install(app)
     if services is not None:
         app.state.services = services
 
     app.add_middleware(RequestContext)  # request id (logs, responses), latency and status metrics
     errors.install(app)
-    for r in (health.router, identity.router, search.router, ingest.router, push.router, admin.router):
+    for r in (health.router, identity.router, search.router, ingest.router, push.router, admin.router,
+              maintenance.router):
         app.include_router(r)
     mcp_endpoint = mcp.install(app, settings)  # /mcp and its RFC 9728 metadata
+    console.install(app, settings)  # /console: server-rendered pages over the same services (api.console)
     return app

@@ -42,14 +42,22 @@ _ERROR_DOCS: dict[int, dict[str, Any]] = {
           "headers": {"WWW-Authenticate": {"description": 'Bearer realm="clearance", with error="invalid_token" '
                                                           "and a fixed error_description when a token was sent",
                                            "required": True, "schema": _TEXT}}},
-    403: {"description": "a valid token without the scope this route needs (insufficient_scope)",
+    403: {"description": "a valid token without the scope this route needs (insufficient_scope), of another "
+                         "tenant (wrong_tenant), not a writer of the source (source_forbidden), or a server folder "
+                         "outside ingest.allowed_roots (path_not_allowed)",
           "headers": {"WWW-Authenticate": {"description": 'Bearer realm="clearance", error="insufficient_scope"',
                                            "schema": _TEXT}}},
     # Also what the router answers when a path parameter cannot be routed: a source holding "/"
     # (decoded from %2F before routing) or a document id holding a line feed.
     404: {"description": "not found, or not visible to the caller (the two are indistinguishable), "
                          "or a path no route matches"},
+    409: {"description": "contradicts the current state: a source that exists (source_exists), a write of the "
+                         "wrong source kind (source_kind_mismatch), a sync the mass-delete guard stops "
+                         "(mass_delete_refused)"},
+    413: {"description": "the body is over api.max_body_bytes (body_too_large) or its JSON nests deeper than "
+                         "api.max_json_depth (json_too_deep)"},
     422: {"description": "the request does not fit the schema or is refused as invalid (invalid_request, ...)"},
+    431: {"description": "the request headers are over api.max_header_bytes (headers_too_large)"},
     503: {"description": "a backend (index, catalog, the issuer's signing keys) is unavailable: retry later",
           "headers": {"Retry-After": {"description": "seconds", "required": True,
                                       "schema": {"type": "string", "pattern": "^[0-9]+$"}}}},
@@ -110,6 +118,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, ClearanceError):
+            # FastAPI turns any error while it reads the body into a 400; a limit refused from
+            # the body stream (``api.limits``) keeps its own status and code.
+            return await clearance_error(request, exc.__cause__)
         code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         _refused(request, exc.status_code, code)
         return JSONResponse(_body(request, code, str(exc.detail)), status_code=exc.status_code)

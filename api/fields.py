@@ -4,10 +4,10 @@ compared, instead of failing deeper down as a 500 or a misleading 503."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -18,7 +18,7 @@ def _to_utc(value: datetime) -> datetime:
     in the filter compiler or the catalog query (a 500).
     """
     try:
-        utc = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         utc.timestamp()
     except (OverflowError, ValueError):
         raise ValueError("date-time is out of range once converted to UTC") from None
@@ -51,7 +51,10 @@ def _has_lone_surrogate(value: Any) -> bool:
 
 
 class RequestBody(BaseModel):
-    """Base of every JSON request body: text must be valid Unicode (no lone surrogates)."""
+    """Base of every JSON request body: text must be valid Unicode (no lone surrogates), and an
+    unknown field is a 422 naming it (``{"topk": 3}`` is refused, never silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
     @classmethod

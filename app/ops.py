@@ -12,6 +12,12 @@ Readiness (``GET /readyz``) answers "can this process serve correct, filtered an
   last query embedding raised, searches are being answered from BM25 alone, so the check
   reports ``degraded`` but the process stays ready: every replica shares the model, and pulling
   them all out of rotation would turn lower-quality answers into no answers.
+- Tenants (``tenant_problems``): the tenants the catalog holds documents of, and the deployment's
+  own ``ingest.tenant``, must be tenants some configured issuer can assert (its ``tenant`` or
+  ``tenants``; the dev issuer's ``dev_tenant``). Otherwise every search of those documents
+  answers empty while everything else looks healthy, so it is a warning (``degraded``, with the
+  tenants named, in ``checks.tenants``) and a log line at startup; still ready, since no restart
+  fixes configuration.
 - Stale sources (``store.freshness``) are warnings with the process still ready: staleness is
   a property of the data, which no restart or rerouting fixes; it shows in ``/metrics``
   (``clearance_source_stale``) for alerting and in every search answer that holds such chunks.
@@ -19,19 +25,12 @@ Readiness (``GET /readyz``) answers "can this process serve correct, filtered an
 
 from __future__ import annotations
 
-import math
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
-
+from app.services import Services
 from core.errors import ClearanceError
 from core.logging import Log
-
-if TYPE_CHECKING:
-    from app.services import Services
-    from store.freshness import Freshness
-    from retrieval.index import ChunkIndex
 
 log = Log("clearance.ops")
 
@@ -51,7 +50,7 @@ def _check(fn: Any) -> dict[str, Any]:
     return out
 
 
-def readiness(services: "Services") -> tuple[bool, dict[str, Any]]:
+def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
     """(ready, body). Probes are cheap: one count, one ``SELECT 1``, no model inference."""
     checks = {
         "index": _check(lambda: {"points": services.index.size()}),
@@ -71,12 +70,55 @@ def readiness(services: "Services") -> tuple[bool, dict[str, Any]]:
             warnings.append(f"source freshness unknown: {exc.message}")
     if checks["model"].get("degraded"):
         warnings.append("the embedding model is failing: searches are answered from BM25 only")
+    if checks["catalog"]["ok"]:
+        try:
+            tenants = tenant_problems(services)
+            checks["tenants"] = {"ok": not tenants["problems"], **tenants}
+            warnings.extend(tenants["problems"])
+        except ClearanceError as exc:
+            warnings.append(f"tenants unknown: {exc.message}")
     ready = all(checks[name]["ok"] for name in ("index", "catalog", "auth"))
     status = "not_ready" if not ready else ("degraded" if warnings else "ready")
     return ready, {"status": status, "checks": checks, "stale_sources": stale, "warnings": warnings}
 
 
-def _auth_check(services: "Services") -> dict[str, Any]:
+def assertable_tenants(services: Services) -> set[str]:
+    """Tenants a valid token can carry in this deployment."""
+    auth = services.settings.auth
+    if auth.mode == "dev":
+        return {auth.dev_tenant}
+    return {t for i in auth.issuers for t in (i.tenant, *i.tenants)}
+
+
+def tenant_problems(services: Services) -> dict[str, Any]:
+    """The tenants stored, the tenants tokens can assert, and what does not line up."""
+    from store.catalog import unavailable
+
+    with unavailable("catalog"):
+        stored = services.catalog.tenants()
+    assertable = assertable_tenants(services)
+    own = services.settings.ingest.tenant
+    problems = []
+    orphaned = sorted(stored - assertable)
+    if orphaned:
+        problems.append(f"the index holds documents of tenant(s) {', '.join(orphaned)} that no configured issuer "
+                        f"can assert (issuers assert: {', '.join(sorted(assertable)) or 'none'}): nobody can read them")
+    if own not in assertable and own not in orphaned:
+        problems.append(f"this deployment writes tenant {own!r} (ingest.tenant) but no configured issuer asserts it "
+                        f"(issuers assert: {', '.join(sorted(assertable)) or 'none'}): searches will answer empty")
+    return {"stored": sorted(stored), "assertable": sorted(assertable), "deployment": own, "problems": problems}
+
+
+def warn_tenant_mismatch(services: Services) -> None:
+    """Startup check: one warning line per tenant problem (never fatal)."""
+    try:
+        for problem in tenant_problems(services)["problems"]:
+            log.warning("startup.tenant_mismatch", problem=problem)
+    except ClearanceError as exc:
+        log.warning("startup.tenant_check_failed", error=exc.code)
+
+
+def _auth_check(services: Services) -> dict[str, Any]:
     settings = services.settings.auth
     if settings.mode == "dev":
         return {"mode": "dev"}
@@ -92,37 +134,10 @@ def _auth_check(services: "Services") -> dict[str, Any]:
     return {"mode": "oidc", "issuers": issuers}
 
 
-def _model_check(services: "Services") -> dict[str, Any]:
+def _model_check(services: Services) -> dict[str, Any]:
     emb = services.embedder
     out: dict[str, Any] = {"ok": True, "name": getattr(emb, "name", "?"), "dim": getattr(emb, "dim", None)}
     error = getattr(emb, "last_error", None)
     if error is not None:
         out.update(degraded=True, error=error)
     return out
-
-
-def scrape_gauges(freshness: "Freshness", index: "ChunkIndex") -> Iterable[Metric]:
-    """Gauges read at scrape time. A backend that cannot answer leaves its families out (and
-    says so in the log) rather than failing the whole scrape."""
-    lag = GaugeMetricFamily("clearance_source_lag_seconds", "Seconds since the last successful sync or push",
-                            labels=["source"])
-    sla = GaugeMetricFamily("clearance_source_sla_seconds", "Freshness SLA of the source", labels=["source"])
-    stale = GaugeMetricFamily("clearance_source_stale", "1 when the source is beyond its freshness SLA",
-                              labels=["source"])
-    try:
-        for st in freshness.statuses():
-            lag.add_metric([st.name], st.lag_s if st.lag_s is not None else math.inf)
-            stale.add_metric([st.name], 1.0 if st.stale else 0.0)
-            if st.sla_s is not None:
-                sla.add_metric([st.name], float(st.sla_s))
-        yield from (lag, sla, stale)
-    except Exception as exc:
-        log.warning("metrics.sources_unavailable", error=type(exc).__name__)
-    try:
-        points = index.size()
-    except Exception as exc:
-        log.warning("metrics.index_unavailable", error=type(exc).__name__)
-    else:
-        g = GaugeMetricFamily("clearance_index_points", "Chunks (points) in the index")
-        g.add_metric([], float(points))
-        yield g

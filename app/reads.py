@@ -21,19 +21,21 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
+from auth.authenticator import ADMIN, Authenticator
 from core.audit import AuditAction, AuditEvent
-from core.errors import ClearanceError
+from core.errors import ClearanceError, PermissionDeniedError
 from core.logging import Log, current_request_id
 from core.metrics import Metrics
-from core.types import Scope, SearchMode
+from core.types import Entitlements, Scope, SearchMode
+from retrieval.cursor import Cursor, CursorCodec, caller_binding, query_binding
+from retrieval.scope_filter import MetadataFilter
+from retrieval.service import GroupBy, SearchResult, SearchService
 from store.audit import AuditLog
 from store.freshness import Freshness, SourceStatus
-from retrieval.cursor import Cursor, CursorCodec, caller_binding, query_binding
-from retrieval.service import GroupBy, SearchResult, SearchService
 
 log = Log("clearance.reads")
 
@@ -57,7 +59,7 @@ class AuditedReads:
 
     def search(self, scope: Scope, query: str, *, top_k: int, mode: SearchMode, explain: bool,
                params: dict[str, Any], group_by: GroupBy = "chunk", chunks_per_document: int = 3,
-               cursor: str | None = None) -> AuditedSearch:
+               cursor: str | None = None, metadata: tuple[MetadataFilter, ...] = ()) -> AuditedSearch:
         """``params`` are the caller's filters as sent (they are audited and, with ``mode`` and the
         grouping, bind a page cursor to this query)."""
         t0 = time.perf_counter()
@@ -76,7 +78,7 @@ class AuditedReads:
                 prev = self._cursors.decode(cursor, caller=who, query=what)
             res = self._search.search(scope, query, top_k=top_k, mode=mode, explain=explain, group_by=group_by,
                                       chunks_per_document=chunks_per_document,
-                                      seen=prev.seen if prev else frozenset())
+                                      seen=prev.seen if prev else frozenset(), metadata=metadata)
             stale = self._freshness.stale({h.source for h in res.hits})
         except ClearanceError as exc:
             self._record_failure("search", scope, query, params, exc, t0)
@@ -98,6 +100,25 @@ class AuditedReads:
                  stale_sources=len(stale))
         nxt = self._cursors.next(prev, who, what, res.handed_out()) if res.more else None
         return AuditedSearch(res, stale, self._cursors.encode(nxt) if nxt is not None else None)
+
+    def search_as(self, admin: Entitlements, scope: Scope, query: str, *, top_k: int, mode: SearchMode,
+                  explain: bool, params: dict[str, Any], group_by: GroupBy = "chunk",
+                  chunks_per_document: int = 3) -> AuditedSearch:
+        """View as (``clearance:admin`` only, in the admin's own tenant): ``search`` with the
+        principals of ``scope.entitlements`` instead of the admin's. The audit event names the
+        admin as the one who saw the chunks (its subject and issuer) with the principals used, and
+        ``params.view_as`` repeats both (the admin's own principals and the set viewed as)."""
+        Authenticator.require(admin, ADMIN)
+        viewed = scope.entitlements
+        if viewed.tenant != admin.tenant or scope.unrestricted_reason is not None:
+            raise PermissionDeniedError("view as: only principal sets of the admin's own tenant", code="wrong_tenant")
+        as_admin = Entitlements(subject=admin.subject, issuer=admin.issuer, tenant=admin.tenant,
+                                principals=viewed.principals)  # no scopes: the set searches, nothing more
+        view_as = {"admin": admin.subject, "admin_issuer": admin.issuer, "admin_principals": sorted(admin.principals),
+                   "as_subject": viewed.subject, "principals": sorted(viewed.principals)}
+        return self.search(replace(scope, entitlements=as_admin), query, top_k=top_k, mode=mode, explain=explain,
+                           params={**params, "view_as": view_as}, group_by=group_by,
+                           chunks_per_document=chunks_per_document)
 
     def document(self, scope: Scope, source: str, doc_id: str) -> tuple[dict[str, Any], list[SourceStatus]]:
         t0 = time.perf_counter()
@@ -156,5 +177,5 @@ class AuditedReads:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 

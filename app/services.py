@@ -5,24 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.admin import AdminService
-from app.ops import scrape_gauges
+from app.gauges import scrape_gauges
+from app.index_schema import check_index_schema
 from app.reads import AuditedReads
+from app.sources import SourceRegistry
 from app.writes import WriteService
 from auth.authenticator import Authenticator, build_authenticator
 from core.metrics import Metrics
-from retrieval.metered import MeteredEmbedder
 from core.settings import Settings
-from store.audit import AuditLog
-from store.catalog import Catalog
-from store.freshness import Freshness
+from ingest.contracts import declared_metadata
 from ingest.pipeline import Ingestor
 from retrieval.bm25 import Bm25Encoder
 from retrieval.cursor import CursorCodec
 from retrieval.embedder import Embedder, build_embedder
 from retrieval.index import ChunkIndex
+from retrieval.metered import MeteredEmbedder
 from retrieval.rerank import Reranker
 from retrieval.service import SearchService
-
+from store.audit import AuditLog, WriteAudit
+from store.catalog import Catalog
+from store.freshness import Freshness
 
 CURSOR_KEY = "search.cursor_key"
 
@@ -42,9 +44,11 @@ class Services:
     # One registry per Services (not the process-global default), so apps never collide.
     metrics: Metrics
     audit: AuditLog
+    write_audit: WriteAudit  # who changed what (every write, every refused write)
     freshness: Freshness
     reads: AuditedReads  # search, document and count reads, audited: what the read routes call
     writes: WriteService  # every caller-requested write
+    sources: SourceRegistry  # registered sources, their writers and roots
     admin: AdminService  # operator reads
 
     def close(self) -> None:
@@ -62,7 +66,7 @@ def build_index(settings: Settings, dim: int) -> ChunkIndex:
     return EdgeIndex(settings.storage.edge_path, dim)
 
 
-def build_reranker(settings: Settings) -> "Reranker | None":
+def build_reranker(settings: Settings) -> Reranker | None:
     if not settings.retrieval.rerank_model:
         return None
     from pathlib import Path
@@ -80,17 +84,34 @@ def cursor_codec(catalog: Catalog) -> CursorCodec:
     return CursorCodec(bytes.fromhex(catalog.meta_value(CURSOR_KEY, os.urandom(32).hex())))
 
 
-def build_services(settings: Settings, *, embedder: Embedder | None = None) -> Services:
+def build_services(settings: Settings, *, embedder: Embedder | None = None, check_index: bool = True) -> Services:
+    """Everything a process needs. The catalog schema is upgraded or checked (``db.auto_migrate``,
+    ``store.migrate``) and the index's schema version checked (``app.index_schema``; only
+    `clearance reindex` opens an index of another version, with ``check_index=False``)."""
     metrics = Metrics()
     embedder = MeteredEmbedder(embedder or build_embedder(settings.embedder), metrics)
-    catalog = Catalog(settings.catalog_url())
-    index = build_index(settings, embedder.dim)
+    catalog = Catalog(settings.catalog_url(), auto_migrate=settings.auto_migrate())
+    try:
+        index = build_index(settings, embedder.dim)
+    except BaseException:
+        catalog.close()
+        raise
+    if check_index:
+        try:
+            check_index_schema(settings, index)
+        except BaseException:
+            index.close()
+            catalog.close()
+            raise
     r = settings.retrieval
     bm25 = Bm25Encoder(k1=r.bm25_k1, b=r.bm25_b, avg_len=r.bm25_avg_len, stem=r.bm25_stem, stop_words=r.bm25_stop_words)
     freshness = Freshness(catalog, settings.ingest.source_sla_s)
     metrics.add_collector(lambda: scrape_gauges(freshness, index))
-    search = SearchService(r, index, embedder, bm25, build_reranker(settings))
+    search = SearchService(r, index, embedder, bm25, build_reranker(settings),
+                           metadata_fields=declared_metadata(settings.ingest.contracts))
     audit = AuditLog(settings.audit, catalog)
+    write_audit = WriteAudit(catalog)
+    sources = SourceRegistry(settings, catalog, write_audit)
     ingestor = Ingestor(settings.ingest, catalog, index, embedder, bm25, metrics=metrics)
     return Services(
         settings=settings,
@@ -103,8 +124,10 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
         auth=build_authenticator(settings.auth, settings.storage.dev_key_path),
         metrics=metrics,
         audit=audit,
+        write_audit=write_audit,
         freshness=freshness,
         reads=AuditedReads(search, audit, freshness, metrics, cursor_codec(catalog)),
-        writes=WriteService(settings.ingest, catalog, ingestor),
-        admin=AdminService(catalog, freshness, audit),
+        writes=WriteService(settings, catalog, ingestor, sources),
+        sources=sources,
+        admin=AdminService(catalog, freshness, audit, write_audit, sources),
     )

@@ -1,7 +1,10 @@
 """Dev issuer for local use: an RSA key under the data dir, its JWKS, and token minting.
 
 Tokens it mints go through the same ``TokenValidator`` as production; only the key source
-differs (``StaticKeys`` from this key instead of a remote JWKS).
+differs (``StaticKeys`` from this key instead of a remote JWKS). They are RFC 9068 access tokens
+(``typ: at+jwt``, with ``iat``), and the dev issuer's trust settings require ``at+jwt``. Its
+``iss`` is ``auth.dev_issuer``, which ``clearance serve`` sets to the address it serves on
+(``http://HOST:PORT/dev-issuer``, where the JWKS is published) unless configured explicitly.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class DevIssuer:
             audience=self.settings.dev_audience,
             algorithms=["RS256"],
             tenant=self.settings.dev_tenant,
+            require_at_jwt=True,
         )
 
     def jwks(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ class GroupMap:
     keep_unmapped: bool = True
 
     @classmethod
-    def load(cls, path: Path) -> "GroupMap":
+    def load(cls, path: Path) -> GroupMap:
         try:
             data = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError) as exc:
@@ -38,7 +38,7 @@ class GroupMap:
         return cls.parse(data, where=str(path))
 
     @classmethod
-    def parse(cls, data: Any, *, where: str = "group map") -> "GroupMap":
+    def parse(cls, data: Any, *, where: str = "group map") -> GroupMap:
         def fail(why: str) -> ConfigError:
             return ConfigError(f"{where}: {why}", code="group_map_invalid")
 

@@ -12,8 +12,10 @@ Principals (prefixed, so a user never collides with a group of the same name):
 - ``tenant:<t>``: the issuer's tenant, or the token's tenant claim if the issuer may assert it
   (``tenant`` or ``tenants``); any other tenant value is refused (401).
 
-Values that are not strings, empty, longer than 256 characters, not printable or padded with
-whitespace are ignored (groups, roles) or refused (subject). Group and role claims are one
+Every principal is checked against the one grammar (``core.types.principal_problem``: known
+kind, non-empty printable value of at most 256 characters, no whitespace at an end, no ``*``, no
+second ``:`` except in role names); a value that does not form one is ignored (groups, roles,
+email: the caller sees less, never more) or refused with a 401 (subject, tenant). Group and role claims are one
 value per string: only ``scope`` is space-separated.
 
 Group overage (fail closed): a token whose groups cannot all be listed (Entra ID's
@@ -26,13 +28,14 @@ never more).
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from auth.errors import token_error
 from auth.group_map import GroupMap
 from auth.validator import ValidatedToken
 from core.logging import Log
-from core.types import Entitlements
+from core.types import Entitlements, principal_problem
 
 log = Log("clearance.auth")
 MAX_NAME_CHARS = 256
@@ -68,6 +71,14 @@ def _values(value: Any) -> list[Any]:
     return []
 
 
+def principal(kind: str, value: Any) -> str | None:
+    """``kind:value`` when it is a principal under the one grammar, else None."""
+    if not isinstance(value, str):
+        return None
+    p = f"{kind}:{value}"
+    return p if principal_problem(p) is None else None
+
+
 def clean_name(value: Any) -> str | None:
     if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS:
         return None
@@ -90,14 +101,17 @@ class ClaimsResolver:
             raise token_error("token has no usable subject")
         user = f"{cfg.user_namespace}/{sub}" if cfg.user_namespace else sub
         tenant = self._tenant(token)
-        principals = {f"user:{user}", f"tenant:{tenant}"}
+        user_p, tenant_p = principal("user", user), principal("tenant", tenant)
+        if user_p is None or tenant_p is None:
+            raise token_error("token claims do not form valid principals")
+        principals = {user_p, tenant_p}
         if cfg.service_account_role and claim(claims, cfg.client_id_claim) == sub:
             principals.add(f"role:{cfg.service_account_role}")
         email = self._email(token)
-        if email is not None:
-            principals.add(f"user:{email}")
-        principals |= {f"group:{g}" for g in self._groups(token)}
-        principals |= {f"role:{r}" for r in map(clean_name, _values(claim(claims, cfg.roles_claim))) if r}
+        if email is not None and (email_p := principal("user", email)) is not None:
+            principals.add(email_p)
+        principals |= {p for g in self._groups(token) if (p := principal("group", g)) is not None}
+        principals |= {p for r in _values(claim(claims, cfg.roles_claim)) if (p := principal("role", r)) is not None}
         scopes = self._scopes(claim(claims, cfg.scope_claim))
         try:
             return Entitlements(subject=user, issuer=cfg.issuer, tenant=tenant,

@@ -17,8 +17,8 @@ a fixed message) and never a 500:
   only key when there is no ``kid``), whose type and curve fit ``alg`` and whose ``alg``, if
   set, equals it. ``jku``, ``x5u``, ``x5c`` and ``jwk`` headers are never used to find a key;
 - the verified claims pass ``iss`` (exact), ``aud`` (contains the issuer's audience), ``exp``
-  (required), ``nbf`` and ``iat`` (not in the future), all with the issuer's leeway, and
-  ``sub`` is present;
+  and ``iat`` (both required, RFC 9068 §2.2), ``nbf`` and ``iat`` not in the future, all with
+  the issuer's leeway, and ``sub`` is present;
 - it is not an ID token (``nonce``, ``at_hash``, ``c_hash``, Keycloak ``typ: ID``, Cognito
   ``token_use: id``) unless the issuer sets ``accept_id_tokens``.
 """
@@ -28,8 +28,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -154,6 +155,7 @@ class TokenValidator:
             iss={"essential": True, "value": cfg.issuer},
             aud={"essential": True, "value": cfg.audience},
             exp={"essential": True},
+            iat={"essential": True},  # RFC 9068 §2.2: access tokens carry iat
             sub={"essential": True},
         )
         try:

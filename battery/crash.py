@@ -48,9 +48,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from battery.result import exit_code, write_result
 from retrieval.payload import ChunkPayload
@@ -88,6 +89,8 @@ class Tree:
     def create(self, n: int) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         for folder in FOLDERS:
+            # the folder exists even while empty: a manifest entry for a missing folder is an error
+            (self.root / folder).mkdir(exist_ok=True)
             self.folders[folder] = {"allow": self._principals(1, 2)}
         for _ in range(n):
             self.add()
@@ -310,10 +313,10 @@ class Tally:
 
 def all_points(services: Any) -> list[Any]:
     """Every point of the tenant (a scroll), to find orphans the catalog does not name."""
-    from retrieval.scope_filter import CompiledFilter, Match
+    from retrieval.scope_filter import tenant_filter
 
     size = services.index.size()
-    return services.index.scroll(CompiledFilter(must=(Match("tenant", (TENANT,)),), must_not=()), limit=size + 1000)
+    return services.index.scroll(tenant_filter(TENANT), limit=size + 1000)
 
 
 def check_store(services: Any, root: Path, tally: Tally, label: str) -> None:
@@ -407,7 +410,7 @@ def _settings(data_dir: Path, batch_docs: int = 256) -> Any:
 
     return Settings(storage=StorageSettings(data_dir=data_dir), embedder=EmbedderSettings(kind="hash"),
                     ingest=IngestSettings(chunk_chars=CHUNK_CHARS, chunk_overlap_chars=OVERLAP_CHARS,
-                                          batch_docs=batch_docs))
+                                          min_chunk_chars=0, batch_docs=batch_docs))
 
 
 def _child_env(data_dir: Path, batch_docs: int, crash_at: str | None) -> dict[str, str]:

@@ -24,11 +24,12 @@ entitled), **misses** (entitled but not returned where the path must return it) 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import httpx
 
@@ -41,9 +42,10 @@ from auth.validator import TokenValidator, TrustedIssuer
 from core.audit import acl_fingerprint, principals_hash
 from core.settings import EmbedderSettings, IngestSettings, RetrievalSettings, Settings, StorageSettings
 from core.types import Acl, SourceDocument
-from testkit.live_server import LiveServer
 from ingest.pipeline import Ingestor
 from ingest.writer import point_id
+from testkit.live_server import LiveServer
+from testkit.sources import register_sources
 
 DAY = 86_400
 TENANT = "acme"  # the deployment's tenant: the push API writes here
@@ -60,7 +62,7 @@ PATHS = ("whoami", "count", "search_bm25", "search_dense", "search_hybrid", "exp
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -96,6 +98,8 @@ class DuelEnv:
         self.services = build_services(self.settings)
         self.services.auth = two_tenant_authenticator(self.services)
         s = self.services
+        # The duel's and the state machine's push sources, written by the etl caller below.
+        register_sources(s, ("wiki", "crm", "mail", ARCHIVE, "live"), writers=["user:etl"])
         self.foreign = Ingestor(IngestSettings(tenant=FOREIGN), s.catalog, s.index, s.embedder, s.bm25, metrics=s.metrics)
         self.server = LiveServer(create_app(self.settings, s))
         self.server.__enter__()
@@ -116,7 +120,7 @@ class DuelEnv:
         assert dev is not None
         return dev.mint(sub, groups=list(groups), roles=list(roles), scopes=list(scopes), tenant=tenant)
 
-    def headers(self, p: "Principal") -> dict[str, str]:
+    def headers(self, p: Principal) -> dict[str, str]:
         key = (p.sub, p.tenant, p.groups, p.roles, p.scopes)
         tok = self._tokens.get(key)
         if tok is None:
@@ -124,7 +128,7 @@ class DuelEnv:
         return {"authorization": f"Bearer {tok}"}
 
     # -- writes ---------------------------------------------------------------------------------
-    def put(self, doc: "Doc") -> httpx.Response:
+    def put(self, doc: Doc) -> httpx.Response:
         """PUT through the push API (tenant ``acme`` only)."""
         assert doc.tenant == TENANT
         return self.http.put(f"/v1/sources/{doc.source}/documents/{doc.doc_id}", headers=self.ingest_headers,
@@ -132,14 +136,14 @@ class DuelEnv:
                                    "modified_at": doc.modified.isoformat(),
                                    "acl": {"allow": sorted(doc.allow), "deny": sorted(doc.deny)}})
 
-    def patch_acl(self, doc: "Doc", allow: Iterable[str], deny: Iterable[str]) -> httpx.Response:
+    def patch_acl(self, doc: Doc, allow: Iterable[str], deny: Iterable[str]) -> httpx.Response:
         return self.http.patch(f"/v1/sources/{doc.source}/documents/{doc.doc_id}/acl", headers=self.ingest_headers,
                                json={"allow": sorted(allow), "deny": sorted(deny)})
 
     def delete(self, source: str, doc_id: str) -> httpx.Response:
         return self.http.delete(f"/v1/sources/{source}/documents/{doc_id}", headers=self.ingest_headers)
 
-    def foreign_apply(self, docs: list["Doc"]) -> list[Any]:
+    def foreign_apply(self, docs: list[Doc]) -> list[Any]:
         """``globex`` documents through the real pipeline (a second ``Ingestor``)."""
         return self.foreign.apply_many([d.source_document() for d in docs])
 

@@ -42,10 +42,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -57,7 +58,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import httpx  # noqa: E402
 import requests  # noqa: E402
 import schemathesis  # noqa: E402
-from hypothesis import HealthCheck, Phase, given, seed as hyp_seed, settings as hyp_settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, given  # noqa: E402
+from hypothesis import seed as hyp_seed
+from hypothesis import settings as hyp_settings
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.core.failures import FailureGroup  # noqa: E402
@@ -82,7 +85,32 @@ PUBLIC_BY_DESIGN: frozenset[tuple[str, str]] = frozenset({
     ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
     ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
     ("GET", "/dev-issuer/jwks.json"), ("GET", "/dev-issuer/.well-known/openid-configuration"),
+    # RFC 9728 metadata of the MCP endpoint (api/mcp.py): what a client reads to find the IdP.
+    ("GET", "/.well-known/oauth-protected-resource"), ("GET", "/.well-known/oauth-protected-resource/mcp"),
 })
+
+
+# The web console (api/console) signs people in with a session cookie, not a bearer token: without
+# a session its pages send the browser to the sign-in page (303), every POST is refused for its
+# missing CSRF token (403), and only these answer by themselves (they hold nothing).
+CONSOLE = "/console"
+CONSOLE_PUBLIC: frozenset[tuple[str, str]] = frozenset({
+    ("GET", "/console/signin"), ("GET", "/console/signin/oidc"), ("GET", "/console/callback"),
+    ("GET", "/console/static/console.css"),
+})
+
+
+def _probe_console(http: httpx.Client, routes: list[tuple[str, str]], failed: list[str]) -> None:
+    for method, path in routes:
+        r = http.request(method, _fill(path), headers={"authorization": "Bearer not-a-jwt"}, follow_redirects=False)
+        if method == "POST":
+            ok = r.status_code == 403 and "csrf_failed" in r.text
+        elif (method, path) in CONSOLE_PUBLIC:
+            ok = r.status_code < 500
+        else:
+            ok = r.status_code == 303 and r.headers.get("location") == "/console/signin"
+        if not ok:
+            failed.append(f"{method} {path} (console, no session): {r.status_code} location={r.headers.get('location')!r}")
 
 
 def challenge_check(routable: Callable[[str, str], bool], unroutable: Counter[str]) -> Callable[..., None]:
@@ -144,6 +172,7 @@ class IdentityReport:
     transport_errors: int = 0
     generated_credentials: int = 0
     unroutable: Counter[str] = field(default_factory=Counter)        # anonymous requests no route matches (404)
+    refusals: Counter[str] = field(default_factory=Counter)          # 403s by error code
     violations: list[str] = field(default_factory=list)
     no_cases: list[str] = field(default_factory=list)                 # operation (mode) with nothing to generate
 
@@ -194,7 +223,8 @@ def _fill(path: str) -> str:
 def probe_protected_routes(base_url: str, routes: list[tuple[str, str]]) -> dict[str, Any]:
     """Every route outside PUBLIC_BY_DESIGN, without a token and with bad credentials: 401 +
     WWW-Authenticate. Public routes must answer without a token (anything but 401/403)."""
-    protected = [r for r in routes if r not in PUBLIC_BY_DESIGN]
+    console = [r for r in routes if r[1] == CONSOLE or r[1].startswith(CONSOLE + "/")]
+    protected = [r for r in routes if r not in PUBLIC_BY_DESIGN and r not in console]
     public = [r for r in routes if r in PUBLIC_BY_DESIGN]
     failed: list[str] = []
     credentials = {"no token": None, "garbage bearer": "Bearer not-a-jwt", "basic scheme": "Basic YWxpY2U6cHc=",
@@ -212,6 +242,7 @@ def probe_protected_routes(base_url: str, routes: list[tuple[str, str]]) -> dict
             r = http.request(method, _fill(path))
             if r.status_code in (401, 403):
                 failed.append(f"{method} {path}: public by design but answered {r.status_code}")
+        _probe_console(http, console, failed)
     return {"routes": len(routes), "protected": len(protected), "protected_routes": [f"{m} {p}" for m, p in protected],
             "public_by_design": [f"{m} {p}" for m, p in public], "protected_failed": failed,
             "credentials_tried": list(credentials)}
@@ -251,6 +282,11 @@ def call_and_check(case: Any, label: str, identity: Identity, report: IdentityRe
         report.violations.append(f"[{identity.name}] {label}: {type(exc).__name__}")
         return
     report.statuses[response.status_code] += 1
+    if response.status_code == 403:
+        try:
+            report.refusals[str(response.json()["error"]["code"])] += 1
+        except (ValueError, KeyError, TypeError):
+            report.refusals["?"] += 1
     transport = {"base_url": base_url, "session": session, "timeout": timeout_s, **({"headers": headers} if headers else {})}
     for check in checks:
         try:

@@ -19,6 +19,10 @@ denies, ``globex`` users whose subjects and groups collide with ``acme`` ACLs, a
 tenants, a token without the search scope (403 on every read), tokens naming a tenant the
 issuer may not assert and a token with 600 groups (401 on every read).
 
+Agent paths (issue 14, ``battery.agent_paths``): one exactly known bm25 answer per caller walked
+page by page with ``next_cursor``, plain and ``group_by: "document"`` (no repeats across pages),
+and the MCP ``search`` and ``fetch`` tools with the SDK's client.
+
 Read paths, per principal, over HTTP: ``whoami``; ``/v1/chunks/count``; ``/v1/search`` in
 bm25, dense and hybrid mode; search with ``explain``; ``/v1/documents/{source}/{id}`` (the
 document and its chunks); ``/v1/admin/documents`` (admins: their tenant's documents; others:
@@ -54,8 +58,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from battery.duel_corpus import (ADMIN, ARCHIVE, COMMON, DAY, FOREIGN, MODES, TENANT, UNTRUSTED, Doc, Duel, DuelEnv,
-                                 Principal, utcnow)
+from battery import agent_paths
+from battery.duel_corpus import ADMIN, ARCHIVE, COMMON, DAY, FOREIGN, MODES, TENANT, UNTRUSTED, Doc, Duel, DuelEnv, Principal, utcnow
 from battery.result import exit_code, write_result
 
 SOURCES = ("wiki", "crm", "mail", ARCHIVE)
@@ -307,6 +311,7 @@ def check_principal(duel: Duel, p: Principal, docs: list[Doc], by_id: dict[tuple
         for d in docs[:2]:
             duel.document(p, d.source, d.doc_id, None)
         duel.admin_list(p, set(), set())
+        agent_paths.mcp(duel, p, COMMON, {}, set(), [])
         return
     mine = [d for d in docs if d.key in vis_keys]
     allowed = {cid: d for d in mine for cid in d.chunk_ids()}
@@ -318,10 +323,19 @@ def check_principal(duel: Duel, p: Principal, docs: list[Doc], by_id: dict[tuple
         buckets.setdefault(d.bucket, []).extend(d.chunk_ids())
     all_buckets = sorted({d.bucket for d in docs})
     covered = set()
-    for grp in pack({b: buckets.get(b, []) for b in all_buckets}, 90):
+    for n, grp in enumerate(pack({b: buckets.get(b, []) for b in all_buckets}, 90)):
         must = {cid for b in grp for cid in buckets.get(b, [])}
         covered |= must
-        duel.search(p, mode="bm25", query=" ".join(f"bucket{b}" for b in grp), allowed=allowed, must=must)
+        query = " ".join(f"bucket{b}" for b in grp)
+        duel.search(p, mode="bm25", query=query, allowed=allowed, must=must)
+        if n == 0:  # the agent paths (issue 14) on one exactly known answer per caller
+            agent_paths.paged(duel, p, query, allowed, must)
+            agent_paths.paged(duel, p, query, allowed, must, group_by="document")
+            reads = []
+            for d, _ok in plan[:4]:
+                target = by_id.get((p.tenant, d.source, d.doc_id))
+                reads.append((d, target if target is not None and target.key in vis_keys else None))
+            agent_paths.mcp(duel, p, query, allowed, must, reads)
     assert covered == set(allowed)
 
     # every mode, top_k 100, with and without narrowing
@@ -347,7 +361,7 @@ def check_principal(duel: Duel, p: Principal, docs: list[Doc], by_id: dict[tuple
             duel.search(p, mode=mode, query=f"{d.title} {d.text.split(chr(10) * 2)[0]}", allowed=allowed, top_k=10)
 
     # document reads: the caller's tenant's document under that source and id, if visible
-    for d, ok in plan:
+    for d, _ok in plan:
         target = by_id.get((p.tenant, d.source, d.doc_id))
         expected = target if target is not None and target.key in vis_keys else None
         duel.document(p, d.source, d.doc_id, expected)

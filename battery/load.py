@@ -14,8 +14,8 @@ import sys
 import time
 
 from battery.loadgen import Target, bench_dir, load_args, query_texts, run_load, tokens
-from bench.server import peak_rss_mb, start_server
 from battery.result import exit_code, write_result
+from bench.server import peak_rss_mb, start_server
 
 
 def main(argv: list[str] | None = None) -> int:

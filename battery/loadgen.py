@@ -141,7 +141,7 @@ def tokens(data_dir: Path) -> dict[str, str]:
 
 async def run_load(target: Target, toks: dict[str, str], texts: list[str], *, n_chunks: int, concurrency: int,
                    duration_s: float, sample: float = 1.0, count_every: int = 50, seed: int = 0,
-                   tally: Tally | None = None, stop_when: "threading.Event | None" = None) -> tuple[Tally, float]:
+                   tally: Tally | None = None, stop_when: threading.Event | None = None) -> tuple[Tally, float]:
     tally = tally or Tally()
     rng = random.Random(seed)
     stop = time.monotonic() + duration_s
@@ -160,7 +160,7 @@ async def run_load(target: Target, toks: dict[str, str], texts: list[str], *, n_
                 body = {"query": texts[rng.randrange(len(texts))], "top_k": rng.choice((5, 10, 20)),
                         "mode": rng.choice(("hybrid", "hybrid", "dense", "bm25")), "max_age": MAX_AGE_S}
                 r = await client.post(f"{target.url}/v1/search", json=body, headers=headers)
-        except (httpx.TransportError,) as exc:
+        except httpx.TransportError as exc:
             tally.requests += 1
             if not (was_up and target.up):
                 tally.outage_errors += 1

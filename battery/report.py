@@ -8,7 +8,7 @@ from pathlib import Path
 
 from battery.result import results_dir
 
-ORDER = ["leak_duel", "state_machine", "tokens", "crash", "hostile", "fuzz", "load", "restart"]
+ORDER = ["leak_duel", "state_machine", "tokens", "crash", "hostile", "fuzz", "load", "restart", "writes"]
 
 
 def render(results: list[dict]) -> str:

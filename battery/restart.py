@@ -19,8 +19,8 @@ import time
 import httpx
 
 from battery.loadgen import PERSONAS, Tally, Target, bench_dir, load_args, oracle_count, query_texts, run_load, tokens
-from bench.server import start_server
 from battery.result import exit_code, write_result
+from bench.server import start_server
 
 
 def probe(url: str, toks: dict[str, str], texts: list[str]) -> dict[str, object]:

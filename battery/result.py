@@ -10,7 +10,7 @@ import json
 import os
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ def write_result(name: str, *, passed: bool, figures: dict[str, Any], command: s
         "figures": figures,
         "violations": (violations or [])[:50],
         "duration_s": round(time.time() - started, 1) if started else None,
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
     }, indent=1, default=str))
     return out

@@ -49,13 +49,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, seed as hseed, settings as hsettings
+from hypothesis import HealthCheck, Phase
+from hypothesis import seed as hseed
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
-                                 run_state_machine_as_test)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
-from battery.duel_corpus import (ADMIN, ARCHIVE, COMMON, DAY, FOREIGN, TENANT, Doc, Duel, DuelEnv, Principal,
-                                 utcnow)
+from battery.duel_corpus import ADMIN, ARCHIVE, COMMON, DAY, FOREIGN, TENANT, Doc, Duel, DuelEnv, Principal, utcnow
 from battery.leak_duel import _text
 from battery.result import exit_code, write_result
 

@@ -22,9 +22,10 @@ import hmac
 import json
 import re
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -254,7 +255,7 @@ def corpus_context(*, cache_control: str | None = "max-age=300") -> Iterator[Ctx
     evil = rsa_key("evil-1")
     cert_key = evil.private_key
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp.example")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(cert_key.public_key())
             .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
             .sign(cert_key, hashes.SHA256()))

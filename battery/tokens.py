@@ -35,11 +35,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
@@ -51,7 +52,14 @@ import httpx  # noqa: E402
 
 from battery.result import exit_code, write_result  # noqa: E402
 from battery.token_corpus import (  # noqa: E402
-    CASES, GENUINE_ALGS, REJECT_CODES, SAFE_CHALLENGE, Ctx, corpus_context, genuine, issuer_settings,
+    CASES,
+    GENUINE_ALGS,
+    REJECT_CODES,
+    SAFE_CHALLENGE,
+    Ctx,
+    corpus_context,
+    genuine,
+    issuer_settings,
 )
 
 WORKERS = 8

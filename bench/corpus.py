@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -61,7 +61,8 @@ def load_seed_from_index(edge_path: Path) -> Seed:
     offset = None
     try:
         while True:
-            records, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=1000, with_payload=[PayloadField.TEXT.value], with_vector=["dense"]))
+            req = qe.ScrollRequest(offset=offset, limit=1000, with_payload=[PayloadField.TEXT.value], with_vector=["dense"])
+            records, offset = shard.scroll(req)
             for r in records:
                 texts.append(ChunkPayload.from_index(r.payload or {}).text)
                 vecs.append(list(r.vector["dense"]))  # type: ignore[index]

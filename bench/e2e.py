@@ -15,14 +15,15 @@ import statistics
 import sys
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.corpus import SELECTIVITY
-from bench.engine import common_args, index_path, pct, seed_from_cache
 from bench.corpus import queries as make_queries
+from bench.engine import common_args, index_path, pct, seed_from_cache
 from bench.server import peak_rss_mb, start_server
 
 
@@ -30,7 +31,8 @@ def mint(data_dir: Path, group: str) -> str:
     from auth.dev_issuer import DevIssuer
     from core.settings import AuthSettings
 
-    return DevIssuer(AuthSettings(dev_tenant="bench"), data_dir / "dev-issuer-key.pem").mint("bench-user", groups=[group.removeprefix("group:")])
+    issuer = DevIssuer(AuthSettings(dev_tenant="bench"), data_dir / "dev-issuer-key.pem")
+    return issuer.mint("bench-user", groups=[group.removeprefix("group:")])
 
 
 def load(url: str, token: str, texts: list[str], concurrency: int, requests: int, max_s: float) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def load(url: str, token: str, texts: list[str], concurrency: int, requests: int
 
 def floor(data_dir: Path, scifact: Path, texts: list[str]) -> dict[str, float]:
     """Query encode and engine time, in-process, for the same kind of request."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from bench.corpus import NOW_TS
     from core.settings import EmbedderSettings, RetrievalSettings
@@ -98,7 +100,7 @@ def floor(data_dir: Path, scifact: Path, texts: list[str]) -> dict[str, float]:
     del reference
     index = EdgeIndex(data_dir / "edge", 384)
     flt = compile_scope(Scope(Entitlements("b", "b", "bench", frozenset({SELECTIVITY["10%"], "user:bench-user", "tenant:bench"}))),
-                        now=datetime.fromtimestamp(NOW_TS, timezone.utc))
+                        now=datetime.fromtimestamp(NOW_TS, UTC))
     exact_below = RetrievalSettings().exact_below_points
     for t, v in zip(texts[:120], vecs):
         sparse = enc.encode_query(t)

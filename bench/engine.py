@@ -15,20 +15,20 @@ import resource
 import shutil
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.corpus import NOW_TS, SELECTIVITY, Seed, generate, load_seed, queries
+from core.settings import RetrievalSettings
 from core.types import Entitlements, Scope
 from retrieval.bm25 import Bm25Encoder
 from retrieval.edge_index import EdgeIndex
 from retrieval.index import IndexQuery
 from retrieval.scope_filter import compile_scope
 from retrieval.service import small_scope
-from core.settings import RetrievalSettings
 
 EXACT_BELOW = RetrievalSettings().exact_below_points  # the production planner's threshold
 
@@ -77,7 +77,7 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
     index = EdgeIndex(path, seed.vectors.shape[1])
     reopen_s = time.perf_counter() - t0
     qs = queries(seed, n_queries)
-    now = datetime.fromtimestamp(NOW_TS, timezone.utc)
+    now = datetime.fromtimestamp(NOW_TS, UTC)
     results: dict[str, Any] = {"reopen_s": round(reopen_s, 2)}
     lat: dict[str, dict[str, dict[str, float]]] = {}
     for label, group in SELECTIVITY.items():
@@ -105,7 +105,7 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
         flt = compile_scope(Scope(Entitlements("bench", "bench", "bench", frozenset({SELECTIVITY[label]}))), now=now)
         got: dict[str, list[float]] = {"default": [], "acorn": [], "plain": []}
         small = small_scope(index, flt, EXACT_BELOW)
-        for text, vec in qs[:100]:
+        for _text, vec in qs[:100]:
             base = dict(mode="dense", limit=10, dense=vec.tolist(), sparse=None, prefetch_limit=50, rrf_k=60)
             exact = {h.id for h in index.search(IndexQuery(**base, exact=True), flt)}  # type: ignore[arg-type]
             for name, acorn, brute in (("default", True, small), ("acorn", True, False), ("plain", False, False)):
@@ -146,7 +146,7 @@ def main() -> None:
     enc = Bm25Encoder()
     path = index_path(args.data_dir, args.chunks)
     report: dict[str, Any] = {"chunks": args.chunks, "cores": os.cpu_count(),
-                              "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                              "when": datetime.now(UTC).isoformat(timespec="seconds")}
     out = args.out / f"engine-{args.chunks}.json"
     if not args.reuse:
         report["build"] = build(path, seed, args.chunks, enc)

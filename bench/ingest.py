@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ def load_docs(scifact: Path, n: int) -> list[SourceDocument]:
         d = json.loads(line)
         docs.append(SourceDocument("scifact", d["_id"], f"beir://scifact/{d['_id']}", f"{d['_id']}.txt",
                                    (d["text"] or d["title"]).encode(), Acl(frozenset({"tenant:acme"})),
-                                   datetime(2026, 1, 1, tzinfo=timezone.utc), title=d["title"]))
+                                   datetime(2026, 1, 1, tzinfo=UTC), title=d["title"]))
         if len(docs) >= n:
             break
     return docs

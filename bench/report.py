@@ -102,8 +102,10 @@ def render(results: Path = RESULTS) -> str:
     if e2e:
         lines += ["", "## End to end over HTTP", "",
                   "`python -m bench.e2e --chunks N`: `clearance serve` on loopback, a load generator in another process; "
-                  "each request: JWT validation, query encoding with the real model, hybrid + ACL (10 % visible) + freshness, JSON response.", "",
-                  "| chunks | concurrency | p50 ms | p99 ms | qps | errors | cold start s | encode p50 ms (torch) | engine p50 ms | p50 / floor | server peak RSS |",
+                  "each request: JWT validation, query encoding with the real model, hybrid + ACL (10 % visible) + freshness, "
+                  "JSON response.", "",
+                  "| chunks | concurrency | p50 ms | p99 ms | qps | errors | cold start s | encode p50 ms (torch) | engine p50 ms "
+                  "| p50 / floor | server peak RSS |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in e2e:
             fl = r["floor"]
@@ -119,7 +121,8 @@ def render(results: Path = RESULTS) -> str:
         lines += ["", "## Ingestion throughput", "", "`python -m bench.ingest --docs N` (SciFact documents, fresh store, no cache).", "",
                   "| docs | chunks | embedder alone chunks/s | end-to-end chunks/s | ratio |", "|---:|---:|---:|---:|---:|"]
         for r in ingest:
-            lines.append(f"| {r['docs']:,} | {r['chunks']:,} | {r['embedder_chunks_per_s']} | {r['ingest_chunks_per_s']} | {r['ratio']:.0%} |")
+            lines.append(f"| {r['docs']:,} | {r['chunks']:,} | {r['embedder_chunks_per_s']} | {r['ingest_chunks_per_s']} "
+                         f"| {r['ratio']:.0%} |")
     return "\n".join(lines) + "\n" + NOTES
 
 

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,10 @@ def run(trials: int = 100, filler: int = 200, data_dir: Path | None = None, time
     settings = Settings(storage=StorageSettings(data_dir=work / "var"), embedder=EmbedderSettings(kind="hash"),
                         log_level="WARNING")
     services = build_services(settings)
-    now = datetime.now(timezone.utc)
+    from testkit.sources import register_source
+
+    register_source(services, "erp", writers=["user:etl"])  # the push source the benchmark writes as etl
+    now = datetime.now(UTC)
     groups = ["finance", "hr", "legal", "engineering"]
     docs = [SourceDocument(source="erp", doc_id=f"filler/{i}.txt", uri=f"clearance://erp/filler/{i}", filename=f"{i}.txt",
                            content=f"Filler {i}: quarterly revenue forecast notes, item {i}.".encode(),
@@ -162,7 +165,7 @@ def run(trials: int = 100, filler: int = 200, data_dir: Path | None = None, time
         if owned:
             shutil.rmtree(work, ignore_errors=True)
     result = {
-        "benchmark": "revocation", "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "revocation", "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "trials": trials, "filler_documents": filler, "embedder": "hash", "index": "edge", "catalog": "sqlite",
         "revoke_ms": summary_ms(revoke), "grant_ms": summary_ms(grant), "patch_ms": summary_ms(patch),
         "searches_after_patch_returned_that_still_saw_the_chunk": violations, "timeouts": timeouts,

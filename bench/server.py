@@ -11,10 +11,15 @@ from pathlib import Path
 
 import httpx
 
+from core.settings import AuthSettings
+
 
 def start_server(data_dir: Path, port: int, timeout_s: float = 180) -> subprocess.Popen:
     env = {**os.environ, "CLEARANCE_STORAGE__DATA_DIR": str(data_dir), "CLEARANCE_AUTH__DEV_TENANT": "bench",
-           "CLEARANCE_INGEST__TENANT": "bench", "CLEARANCE_LOG_LEVEL": "WARNING"}
+           "CLEARANCE_INGEST__TENANT": "bench", "CLEARANCE_LOG_LEVEL": "WARNING",
+           # Pinned, so tokens minted offline (battery.loadgen.tokens) name the issuer the server
+           # trusts; otherwise `serve` names its dev issuer after the address it binds.
+           "CLEARANCE_AUTH__DEV_ISSUER": AuthSettings().dev_issuer}
     proc = subprocess.Popen([sys.executable, "-c", "from cli.main import run; run()", "serve", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t0 = time.time()

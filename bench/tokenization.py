@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import ir_measures
@@ -40,7 +40,7 @@ def ndcg(ds_path: Path, stem: bool, stop: bool, tmp: Path) -> float:
             index.upsert([IndexPoint(f"00000000-0000-0000-0000-{start + i:012d}", [1.0, 0, 0, 0], enc.encode_document(texts[d]),
                                      chunk_payload(tenant="t", source="s", doc_id=d, allow=["tenant:t"]))
                           for i, d in enumerate(ids[start:start + 2000])])
-        flt = compile_scope(Scope(Entitlements("u", "i", "t", frozenset({"tenant:t"}))), now=datetime.now(timezone.utc))
+        flt = compile_scope(Scope(Entitlements("u", "i", "t", frozenset({"tenant:t"}))), now=datetime.now(UTC))
         run = {}
         for q, text in ds.queries.items():
             hits = index.search(IndexQuery(mode="bm25", limit=10, dense=None, sparse=enc.encode_query(text),

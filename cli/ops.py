@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import typer
 
@@ -32,7 +33,11 @@ def _catalog(ctx: typer.Context) -> Iterator[Any]:
     from store.catalog import Catalog
 
     try:
-        cat = Catalog(_settings(ctx).catalog_url())
+        settings = _settings(ctx)
+        cat = Catalog(settings.catalog_url(), auto_migrate=settings.auto_migrate())
+    except ClearanceError as exc:  # e.g. a schema that needs `clearance db upgrade`
+        typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     except Exception as exc:  # a database that cannot be opened is the operator's first question
         typer.echo(f"error [catalog_unavailable]: cannot open the catalog: {type(exc).__name__}", err=True)
         raise typer.Exit(2) from None
@@ -85,17 +90,10 @@ def _print_jobs(jobs: list[dict[str, Any]]) -> None:
 def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
 
-    @app.command()
-    def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-        """Sources with their last successful sync, lag and freshness SLA."""
-        from store.freshness import Freshness
-
-        with _catalog(ctx) as cat:
-            data = [s.as_dict() for s in Freshness(cat, _settings(ctx).ingest.source_sla_s).statuses()]
-        _emit({"sources": data}, as_json, lambda d: _print_sources(d["sources"]))
+    # `clearance sources [add|show|update|delete]`: cli/sources.py
 
     @app.command()
-    def jobs(ctx: typer.Context, source: Optional[str] = typer.Option(None), limit: int = typer.Option(20, min=1),
+    def jobs(ctx: typer.Context, source: str | None = typer.Option(None), limit: int = typer.Option(20, min=1),
              as_json: bool = typer.Option(False, "--json")) -> None:
         """Recent ingestion jobs with their counts and per-document errors."""
         from store.status import job_dicts
@@ -106,7 +104,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
-               server: Optional[str] = typer.Option(None, help="also ask a running server's /readyz")) -> None:
+               server: str | None = typer.Option(None, help="also ask a running server's /readyz")) -> None:
         """One screen: catalog, documents, sources and their freshness, last jobs, audit volume."""
         from store.audit import AuditLog
         from store.freshness import Freshness
@@ -135,17 +133,22 @@ def register(app: typer.Typer) -> None:
 
     @audit_app.command("export")
     def audit_export(ctx: typer.Context,
-                     since: Optional[str] = typer.Option(None, help="ISO 8601 time; naive means UTC"),
-                     until: Optional[str] = typer.Option(None, help="ISO 8601 time; naive means UTC"),
-                     out: Optional[Path] = typer.Option(None, help="JSONL file (default: stdout)")) -> None:
+                     since: str | None = typer.Option(None, help="ISO 8601 time; naive means UTC"),
+                     until: str | None = typer.Option(None, help="ISO 8601 time; naive means UTC"),
+                     out: Path | None = typer.Option(None, help="JSONL file (default: stdout)"),
+                     kind: str = typer.Option("read", help="read: searches and document reads; write: every "
+                                                           "write and refused write")) -> None:
         """Audit events as JSON lines, oldest first."""
-        from store.audit import AuditLog
+        from store.audit import AuditLog, WriteAudit
 
         s = _settings(ctx)
+        if kind not in ("read", "write"):
+            typer.echo(f"error [invalid_request]: --kind is read or write, got {kind!r}", err=True)
+            raise typer.Exit(2)
         start, end = _when(since, "since"), _when(until, "until")
         n = 0
         with _catalog(ctx) as cat:
-            log = AuditLog(s.audit, cat, prune_on_start=False)  # reading must not delete
+            log: Any = AuditLog(s.audit, cat, prune_on_start=False) if kind == "read" else WriteAudit(cat)  # reading must not delete
             fh = out.open("w", encoding="utf-8") if out is not None else sys.stdout
             try:
                 for ev in log.export(since=start, until=end):
@@ -201,4 +204,4 @@ def _when(value: str | None, name: str) -> datetime | None:
     except ValueError:
         typer.echo(f"error [invalid_request]: --{name} is not an ISO 8601 time: {value!r}", err=True)
         raise typer.Exit(2) from None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt

@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 AuditAction = Literal["search", "document", "count"]
 
@@ -42,7 +43,7 @@ def acl_fingerprint(allow: Iterable[str], deny: Iterable[str]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-def acl_version(chunks: Iterable["SeenChunk"]) -> str | None:
+def acl_version(chunks: Iterable[SeenChunk]) -> str | None:
     lines = sorted(f"{c.chunk_id}:{c.acl}" for c in chunks)
     if not lines:
         return None

@@ -57,6 +57,21 @@ class EmptyScopeError(ClearanceError):
     status = 403
 
 
+class RequestTooLargeError(ClearanceError):
+    """A request over an HTTP limit (``api.max_body_bytes``, ``api.max_json_depth``): refused as
+    it streams in, before it is read in full. Codes: ``body_too_large``, ``json_too_deep``."""
+
+    code = "body_too_large"
+    status = 413
+
+
+class HeadersTooLargeError(RequestTooLargeError):
+    """Request headers over ``api.max_header_bytes`` (RFC 6585: 431)."""
+
+    code = "headers_too_large"
+    status = 431
+
+
 class BackendUnavailableError(ClearanceError):
     code = "backend_unavailable"
     status = 503

@@ -21,11 +21,8 @@ Families (label sets in braces):
 
 from __future__ import annotations
 
-import threading
-import time
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector

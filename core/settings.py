@@ -9,16 +9,16 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Mapping, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from core.errors import ConfigError
-
 
 # Read outside settings: a bearer token for `whoami`/`ingest` (by the CLI itself), and the
 # test-only crash hook of ``ingest.crashpoints``.
@@ -41,8 +41,34 @@ class ServerSettings(Section):
     public_url: str = ""
 
 
+class ApiSettings(Section):
+    """HTTP request limits on every route, enforced as the request streams in (``api.limits``);
+    over a limit is 413 (``body_too_large``, ``json_too_deep``) or 431 (``headers_too_large``)."""
+
+    # None: the largest document the push API accepts (``ingest.max_file_bytes``), base64-encoded,
+    # plus 1 MiB for the JSON around it; filled in by ``Settings``.
+    max_body_bytes: int | None = Field(default=None, ge=1024)
+    # Bracket nesting of a JSON body; Python's parser recurses, so depth is a resource too.
+    max_json_depth: int = Field(default=32, ge=2, le=500)
+    # Names and values of all request headers together (a token is at most auth.max_token_bytes).
+    # Well above auth.max_token_bytes: an oversized token must be a 401 from the validator, not 431.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+
+
+def body_limit_for(max_file_bytes: int) -> int:
+    """Bytes of a JSON body carrying a ``max_file_bytes`` document as base64, with 1 MiB to spare."""
+    return 4 * -(-max_file_bytes // 3) + 1024 * 1024
+
+
 class StorageSettings(Section):
     data_dir: Path = Path("var")
+    # Where the server writes backups asked for over the API (POST /v1/admin/backups names a
+    # folder in it, never a path). Empty: <data_dir>/backups.
+    backup_dir: Path | None = None
+
+    @property
+    def backups_path(self) -> Path:
+        return self.backup_dir if self.backup_dir is not None else self.data_dir / "backups"
 
     @property
     def edge_path(self) -> Path:
@@ -88,6 +114,14 @@ class RetrievalSettings(Section):
     # at 1M chunks and 1 % visible, filtered HNSW found 0.41 of the exact top 10 even with ACORN,
     # brute force over the 10k visible chunks 1.0 at the same cost (BENCHMARKS.md). 0: never.
     exact_below_points: int = 15_000
+    # Which documents BM25's IDF is computed over. "visible": the caller's compiled scope, so a
+    # score never depends on documents the caller cannot see (with global IDF, one visible
+    # document's score reveals how many hidden ones hold the term). "tenant": the caller's
+    # tenant. "global": the whole index (the engine's default).
+    idf_scope: Literal["visible", "tenant", "global"] = "visible"
+    # Hybrid queries holding identifier-shaped tokens (ticket numbers, codes) put the chunks that
+    # contain them first (``retrieval.identifiers``); off: plain rank fusion.
+    identifier_boost: bool = True
     prefetch_limit: int = 50
     dense_weight: float = 1.0
     bm25_weight: float = 1.0
@@ -177,11 +211,31 @@ class AuthSettings(Section):
     jwks_timeout_s: float = Field(default=5.0, gt=0)
 
 
+class ConsoleSettings(Section):
+    """The web console (``/console``). In ``auth.mode=oidc`` people sign in with the authorization
+    code flow with PKCE as ``client_id`` of ``issuer`` (empty: the first of ``auth.issuers``)."""
+
+    enabled: bool = True
+    client_id: str = "clearance-console"
+    client_secret: SecretStr | None = None  # none: a public client (PKCE only)
+    issuer: str = ""
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "clearance:search"])
+    # RFC 8707 resource indicator sent with the authorization request (some IdPs need it to
+    # issue a JWT access token for Clearance's audience); empty: none.
+    resource: str = ""
+    # The console's public base URL (behind a proxy); empty: taken from the request.
+    public_url: str = ""
+    session_ttl_s: int = Field(default=8 * 3600, ge=60)
+    # Evaluation reports (``clearance eval run`` writes JSON, Markdown and plots there).
+    reports_dir: Path = Path("reports/eval")
+
+
 class SourceContract(Section):
     """Metadata a source must send: required fields, their types, allowed values."""
 
     required: list[str] = Field(default_factory=list)
-    types: dict[str, Literal["str", "int", "float", "bool", "list"]] = Field(default_factory=dict)
+    # date: an ISO 8601 date or date-time string (filterable with date ranges in search)
+    types: dict[str, Literal["str", "int", "float", "bool", "list", "date"]] = Field(default_factory=dict)
     allowed: dict[str, list[str]] = Field(default_factory=dict)
 
 
@@ -242,7 +296,7 @@ class IngestSettings(Section):
     max_delete_fraction: float = Field(default=0.2, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
-    def _overlap_below_size(self) -> "IngestSettings":
+    def _overlap_below_size(self) -> IngestSettings:
         # Overlap must leave room for new text in every chunk, or chunking could not progress.
         if self.chunk_overlap_chars * 2 > self.chunk_chars:
             raise ValueError("chunk_overlap_chars must be at most half of chunk_chars")
@@ -281,6 +335,7 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None  # empty: SQLite under storage.data_dir
     log_level: str = "INFO"
     server: ServerSettings = Field(default_factory=ServerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
@@ -289,9 +344,10 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     db: DbSettings = Field(default_factory=DbSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @model_validator(mode="after")
-    def _no_unknown_environment(self) -> "Settings":
+    def _no_unknown_environment(self) -> Settings:
         import os
 
         top = {f"CLEARANCE_{name.upper()}" for name in type(self).model_fields}
@@ -299,6 +355,12 @@ class Settings(BaseSettings):
                    if k.startswith("CLEARANCE_") and k.split("__")[0] not in top and k not in CLI_VARIABLES]
         if unknown:
             raise ValueError(f"unknown settings in the environment: {sorted(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _body_limit_fits_the_largest_document(self) -> Settings:
+        if self.api.max_body_bytes is None:
+            self.api.max_body_bytes = body_limit_for(self.ingest.max_file_bytes)
         return self
 
     def catalog_url(self) -> str:
@@ -312,13 +374,13 @@ class Settings(BaseSettings):
             return self.db.auto_migrate
         return self.catalog_url().startswith("sqlite")
 
-    def masked(self) -> dict:
+    def masked(self) -> dict[str, Any]:
         """The settings as plain data with every secret replaced by ``**********``."""
         return _mask(self.model_dump(mode="json"), self)
 
 
-def _mask(data: dict, model: BaseModel) -> dict:
-    out: dict = {}
+def _mask(data: dict[str, Any], model: BaseModel) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for name, value in data.items():
         attr = getattr(model, name, None)
         if isinstance(attr, SecretStr):
@@ -348,20 +410,26 @@ class InvalidSettingsError(ConfigError):
 def load_settings() -> Settings:
     """``Settings()`` from the environment, or ``InvalidSettingsError`` listing every problem:
     unknown names (with the nearest real one), values that are not the JSON a list, dict or
-    section needs, and each validation error mapped back to the variable that caused it."""
+    section needs, and each validation error mapped back to the variable that caused it.
+
+    Called once at start-up (the CLI's entry point), before any thread runs: to report the
+    other variables' problems too, the ones already found are left out of the environment
+    while ``Settings()`` validates the rest, and put back at once."""
     env = dict(os.environ)
     problems = environment_problems(env)
+    named = {line.split(":")[0].split(" ")[0] for line in problems}
+    held = {k: os.environ.pop(k) for k in named if k in os.environ}
     try:
         settings = Settings()
     except ValidationError as exc:
-        named = {line.split(":")[0].split(" ")[0] for line in problems}
         problems += [line for line in describe_settings_error(exc, env) if line.split(":")[0].split(" ")[0] not in named]
     except PydanticSettingsError as exc:  # unparsable JSON the pre-scan did not pin on a variable
-        if not problems:
-            problems.append(f"{exc}; check the JSON in the CLEARANCE_* variables of that section")
+        problems.append(f"{exc}; check the JSON in the CLEARANCE_* variables of that section")
     else:
         if not problems:
             return settings
+    finally:
+        os.environ.update(held)
     raise InvalidSettingsError(problems)
 
 

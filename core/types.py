@@ -69,7 +69,7 @@ class Acl:
             check_principal(p)
 
     @classmethod
-    def private(cls) -> "Acl":
+    def private(cls) -> Acl:
         """Fail-closed ACL for sources that cannot state permissions."""
         return cls()
 
@@ -107,43 +107,6 @@ class Scope:
     # Admin/eval only: may bypass the ACL (never the tenant). Set it only where the reason is
     # written next to it.
     unrestricted_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class Provenance:
-    source: str
-    doc_id: str
-    uri: str
-    title: str
-    section: str
-    page: int | None
-    version: str
-    content_hash: str
-    modified_at: datetime
-    ingested_at: datetime
-
-
-@dataclass(frozen=True)
-class Chunk:
-    tenant: str
-    chunk_index: int
-    text: str
-    provenance: Provenance
-    acl: Acl
-    element_types: tuple[str, ...] = ()
-
-    @property
-    def doc_key(self) -> str:
-        return f"{self.provenance.source}/{self.provenance.doc_id}"
-
-
-@dataclass(frozen=True)
-class Hit:
-    point_id: str
-    score: float
-    chunk: Chunk
-    leg_scores: dict[str, float] = field(default_factory=dict)
-    leg_ranks: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

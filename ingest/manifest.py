@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 from core.errors import ConfigError
 from core.types import Acl, principal_problem
@@ -44,7 +45,9 @@ class ManifestError(ConfigError):
     def __init__(self, path: Path | str, problems: list[str]) -> None:
         self.problems = list(problems)
         n = len(self.problems)
-        super().__init__(f"{path}: {n} problem{'s' if n != 1 else ''}: " + "; ".join(self.problems))
+        # One problem per line: the CLI prints each as its own error line.
+        super().__init__(f"{path}: {n} problem{'s' if n != 1 else ''}, nothing was written:\n"
+                         + "\n".join(f"  {p}" for p in self.problems))
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,11 @@ class AclManifest:
     path: Path | None = None
 
     @classmethod
-    def empty(cls) -> "AclManifest":
+    def empty(cls) -> AclManifest:
         return cls(None, {}, {})
 
     @classmethod
-    def load(cls, root: Path) -> "AclManifest":
+    def load(cls, root: Path) -> AclManifest:
         """The manifest under ``root`` (empty when there is none); ``ManifestError`` listing every
         syntax, key and principal problem otherwise."""
         manifest, problems = cls.parse(root)
@@ -74,7 +77,7 @@ class AclManifest:
         return manifest
 
     @classmethod
-    def parse(cls, root: Path) -> "tuple[AclManifest, list[str]]":
+    def parse(cls, root: Path) -> tuple[AclManifest, list[str]]:
         """The manifest and every problem found reading it (no exception for content problems)."""
         path = root / MANIFEST_NAME
         if not path.exists():
@@ -107,9 +110,9 @@ class AclManifest:
                 if norm in tables[section]:
                     problems.append(f"{label}: the same path is listed twice")
                     continue
-                entry = _entry(label, value, problems)
-                if entry is not None:
-                    tables[section][norm] = entry
+                # An invalid entry still takes part in the path checks (its problems are listed
+                # anyway, and a manifest with problems is never used).
+                tables[section][norm] = _entry(label, value, problems) or _Entry(None, ())
         return cls(tenant if isinstance(tenant, str) else None, tables["folders"], tables["files"], path), problems
 
     def problems(self, files: Iterable[str], folders: Iterable[str], tenant: str | None) -> list[str]:

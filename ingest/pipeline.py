@@ -3,8 +3,15 @@ catalog. Idempotent and incremental:
 
 - unchanged content and ACL: no-op;
 - ACL-only change: payload update, no parse, no embedding, visible to the next search;
+- same content, new ``modified_at``/title/uri/metadata: payload update (``metadata_updated``),
+  no parse, no embedding; freshness and date filters see the new date;
 - changed content: chunks replaced (deterministic ids; leftovers deleted);
-- gone from the source listing: chunks and catalog row deleted.
+- gone from the source listing: chunks and catalog row deleted, unless that would delete more
+  than ``ingest.max_delete_fraction`` of the source or all of it (``ingest.plan``): then the
+  sync does nothing and says why, unless the caller allowed deletes.
+
+Every result of ``apply``/``apply_many`` carries the document's chunk count whatever the
+outcome (what PUT answers); job reports count only chunks written.
 
 Crash safety: every write goes through ``IndexWriter`` (``ingest.writer``), which records the
 intent before touching the index; ``recover()`` undoes interrupted writes, so a kill at any
@@ -20,23 +27,26 @@ recorded per source in the catalog (time, success, and the root of a filesystem 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from core.errors import ClearanceError, IngestError
 from core.metrics import Metrics
 from core.settings import IngestSettings
 from core.types import Acl, SourceDocument
-from store.catalog import Catalog, DocState, DocumentRow, JobItemRow, JobRow, JobState, utcnow
-from ingest.chunking import TextChunk, chunk_elements
+from ingest.chunking import TextChunk, chunk_document
 from ingest.crashpoints import crashpoint
+from ingest.manifest import ManifestError
+from ingest.plan import check_deletes, keys_to_delete
 from ingest.sandbox import parse_isolated
 from ingest.sources import DocumentSource, content_hash
+from ingest.writer import ContentWrite, IndexWriter, metadata_differs
 from retrieval.bm25 import Bm25Encoder
 from retrieval.embedder import Embedder
 from retrieval.index import ChunkIndex
 from retrieval.payload import doc_key
-from ingest.writer import ContentWrite, IndexWriter
+from store.audit import set_job
+from store.catalog import Catalog, DocState, DocumentRow, JobItemRow, JobRow, JobState, utcnow
 
 Progress = Callable[[str, str], None]  # (doc_key, outcome)
 
@@ -46,14 +56,16 @@ class JobReport:
     job_id: int
     counts: dict[str, int] = field(default_factory=dict)
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (doc, code, message)
-    chunks: int = 0
+    chunks: int = 0  # chunks written
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # e.g. files no principal can read
+    mass_delete: bool = False  # deleted beyond the guard because the caller allowed it
 
     def as_dict(self) -> dict:
         """The job summary the API and CLI return."""
         return {"job_id": self.job_id, "counts": self.counts, "chunks": self.chunks,
                 "errors": [{"doc": d, "code": c, "message": m} for d, c, m in self.errors],
-                "seconds": round(self.seconds, 3)}
+                "warnings": self.warnings, "mass_delete": self.mass_delete, "seconds": round(self.seconds, 3)}
 
 
 class Ingestor:
@@ -67,21 +79,35 @@ class Ingestor:
         self.embedder = embedder
         self.bm25 = bm25
         self.metrics = metrics
-        self.writer = IndexWriter(settings.tenant, catalog, index, bm25)
+        self.writer = IndexWriter(settings.tenant, catalog, index, bm25, settings.contracts)
 
     def doc_key(self, source: str, doc_id: str) -> str:
         return doc_key(self.settings.tenant, source, doc_id)
 
     # -- jobs -----------------------------------------------------------------------------
     def sync(self, source: DocumentSource, progress: Progress | None = None, full: bool = True,
-             batch_docs: int | None = None) -> JobReport:
-        """Bring the index in line with a source's full listing; one bad document fails alone."""
+             batch_docs: int | None = None, *, allow_deletes: bool = False) -> JobReport:
+        """Bring the index in line with a source's full listing; one bad document fails alone.
+
+        Refused before anything is written: a manifest naming another tenant
+        (``manifest_invalid``), and a full sync the mass-delete guard stops
+        (``mass_delete_refused``) unless ``allow_deletes``."""
+        manifest = getattr(source, "manifest", None)
+        theirs = getattr(manifest, "tenant", None)
+        if theirs is not None and theirs != self.settings.tenant:
+            raise ManifestError(getattr(manifest, "path", None) or source.name,
+                                [f"tenant {theirs!r} is not this deployment's tenant {self.settings.tenant!r}"])
+        mass_delete = False
+        if full:
+            holds, gone = keys_to_delete(self.catalog, self.settings.tenant, source.name, source.doc_ids())
+            mass_delete = check_deletes(source.name, holds, len(gone), self.settings.max_delete_fraction, allow_deletes)
         self.recover()
         started = time.perf_counter()
         job = self.catalog.start_job(source.name)
+        set_job(job.id)
         root = getattr(source, "root", None)
         try:
-            report = self._sync(source, job, progress, full, batch_docs, started)
+            report = self._sync(source, job, progress, full, batch_docs or self.settings.batch_docs, started)
         except Exception as exc:
             try:
                 self.catalog.record_sync(source.name, job_id=job.id, ok=False, root=str(root) if root else None,
@@ -91,6 +117,7 @@ class Ingestor:
             raise
         self.catalog.record_sync(source.name, job_id=job.id, ok=True, root=str(root) if root else None,
                                  at=job.finished_at)
+        report.mass_delete = mass_delete
         return report
 
     def _sync(self, source: DocumentSource, job: JobRow, progress: Progress | None, full: bool, batch_docs: int,
@@ -115,6 +142,12 @@ class Ingestor:
             if len(batch) >= (batch_docs or self.settings.batch_docs):
                 flush()
         flush()
+        # Files the listing refused (links out of the root, FIFOs, devices): one code each.
+        for skip in getattr(source, "skipped", []):
+            err = IngestError(skip.message, code=skip.code)
+            items.append(self._record(job_id, self.doc_key(source.name, skip.rel), err, 0.0, report, progress))
+            self._observe(source.name, "failed", skip.code)
+        report.warnings = list(getattr(source, "warnings", lambda: [])())
         if full:
             for row in list(self.catalog.documents(self.settings.tenant, source.name)):
                 if row.key not in seen:
@@ -137,7 +170,7 @@ class Ingestor:
         return report
 
     @staticmethod
-    def _record(job_id: int, key: str, res: "tuple[str, int] | ClearanceError", ms: float, report: JobReport,
+    def _record(job_id: int, key: str, res: tuple[str, int] | ClearanceError, ms: float, report: JobReport,
                 progress: Progress | None) -> JobItemRow:
         if isinstance(res, ClearanceError):
             outcome, chunks = "failed", 0
@@ -146,6 +179,7 @@ class Ingestor:
                               error_message=res.message[:1000], duration_ms=ms)
         else:
             outcome, chunks = res
+            chunks = chunks if outcome in ("added", "updated") else 0  # chunks written, not held
             item = JobItemRow(job_id=job_id, doc_key=key, outcome=outcome, chunks=chunks, duration_ms=ms)
         report.counts[outcome] = report.counts.get(outcome, 0) + 1
         report.chunks += chunks
@@ -159,13 +193,14 @@ class Ingestor:
 
     # -- documents ------------------------------------------------------------------------
     def apply(self, doc: SourceDocument) -> tuple[str, int]:
-        """Bring the index and catalog in line with ``doc``. Returns (outcome, chunks written)."""
+        """Bring the index and catalog in line with ``doc``. Returns (outcome, the document's
+        chunk count after the write)."""
         res = self.apply_many([doc])[0]
         if isinstance(res, ClearanceError):
             raise res
         return res
 
-    def apply_many(self, docs: list[SourceDocument]) -> "list[tuple[str, int] | ClearanceError]":
+    def apply_many(self, docs: list[SourceDocument]) -> list[tuple[str, int] | ClearanceError]:
         """Several documents, embedded in one batch; each result is an outcome or its error."""
         results = self._apply_many(docs)
         for doc, res in zip(docs, results):  # every path in (sync, push, worker) is counted here
@@ -175,7 +210,7 @@ class Ingestor:
                 self._observe(doc.source, res[0], None)
         return results
 
-    def _apply_many(self, docs: list[SourceDocument]) -> "list[tuple[str, int] | ClearanceError]":
+    def _apply_many(self, docs: list[SourceDocument]) -> list[tuple[str, int] | ClearanceError]:
         results: list[tuple[str, int] | ClearanceError] = [("unchanged", 0)] * len(docs)
         todo: list[tuple[int, str, str, list[TextChunk], DocumentRow | None]] = []
         for i, doc in enumerate(docs):
@@ -184,15 +219,16 @@ class Ingestor:
             except ClearanceError as exc:
                 results[i] = exc
                 continue
-            if isinstance(prepared, str):
-                results[i] = (prepared, 0)
+            if isinstance(prepared, tuple) and isinstance(prepared[0], str) and isinstance(prepared[1], int):
+                results[i] = prepared  # settled without parsing: (outcome, chunks the document holds)
             else:
                 todo.append((i, *prepared))
         if not todo:
             return results
         # The same document twice in one batch would race with itself: later copies go next.
         seen: set[str] = set()
-        keep, later = [], []
+        keep: list[tuple[int, str, str, list[TextChunk], DocumentRow | None]] = []
+        later: list[tuple[int, str, str, list[TextChunk], DocumentRow | None]] = []
         for t in todo:
             (later if t[1] in seen else keep).append(t)
             seen.add(t[1])
@@ -223,24 +259,25 @@ class Ingestor:
                 results[i] = res
         return results
 
-    def _prepare(self, doc: SourceDocument) -> "str | tuple[str, str, list[TextChunk], DocumentRow | None]":
-        """No-op and ACL-only outcomes are settled here; otherwise the parsed chunks."""
+    def _prepare(self, doc: SourceDocument) -> tuple[str, int] | tuple[str, str, list[TextChunk], DocumentRow | None]:
+        """No-op, ACL-only and metadata-only outcomes are settled here (outcome, chunks held);
+        otherwise the parsed chunks."""
         if len(doc.content) > self.settings.max_file_bytes:
             raise IngestError(f"file exceeds {self.settings.max_file_bytes} bytes", code="too_large")
         key = self.doc_key(doc.source, doc.doc_id)
         digest = content_hash(doc.content)
         row = self.catalog.get(key)
         if row is not None and row.state == DocState.INDEXED and row.content_hash == digest:
+            held = len(row.ids)
+            if metadata_differs(row, doc):
+                return self.writer.update_metadata(key, doc), held
             if row.acl == doc.acl:
-                return "unchanged"
+                return "unchanged", held
             self.set_acl(key, doc.acl)
-            return "acl_updated"
+            return "acl_updated", held
         try:
-            chunks = chunk_elements(
-                parse_isolated(doc.filename, doc.content, self.settings),
-                max_chars=self.settings.chunk_chars,
-                overlap_chars=self.settings.chunk_overlap_chars,
-            )
+            chunks = chunk_document(parse_isolated(doc.filename, doc.content, self.settings), self.settings,
+                                    input_bytes=len(doc.content))
         except IngestError:
             if row is not None and row.acl != doc.acl:
                 self.set_acl(key, doc.acl)  # permissions propagate even when new content is bad

@@ -6,23 +6,28 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from core.errors import ClearanceError
 from core.types import SourceDocument
 from ingest.pipeline import Ingestor
+from ingest.plan import check_deletes, keys_to_delete
+from ingest.sources import FilesystemSource, read_regular
 from store.queue import Enqueued, QueueRow, WorkQueue
-from ingest.sources import FilesystemSource
 
 
-def enqueue_folder(queue: WorkQueue, tenant: str, root: Path, source: str | None = None) -> int:
-    """Needs only the catalog, never the index, so it works while another process owns it."""
-    src = FilesystemSource(root, source)
+def enqueue_folder(queue: WorkQueue, tenant: str, root: Path, source: str | None = None, *,
+                   max_delete_fraction: float = 1.0, allow_deletes: bool = True) -> int:
+    """Needs only the catalog, never the index, so it works while another process owns it. The
+    manifest is checked and the mass-delete guard applied (``ingest.plan``) before anything is
+    queued."""
+    src = FilesystemSource(root, source, tenant=tenant)
+    holds, gone = keys_to_delete(queue.catalog, tenant, src.name, src.doc_ids())
+    check_deletes(src.name, holds, len(gone), max_delete_fraction, allow_deletes)
     job = queue.catalog.start_job(src.name, kind="queued")
     items, seen = [], set()
-    for path in src.paths():
-        rel = path.relative_to(src.root).as_posix()
+    for rel, path in src.files():
         seen.add(rel)
         items.append(Enqueued("upsert", rel, str(path), src.manifest.acl_for(rel)))
     for row in queue.catalog.documents(tenant, src.name):
@@ -35,12 +40,11 @@ def enqueue_folder(queue: WorkQueue, tenant: str, root: Path, source: str | None
 def _load(row: QueueRow) -> SourceDocument:
     path = Path(row.path)
     try:
-        content = path.read_bytes()
-        mtime = path.stat().st_mtime
-    except FileNotFoundError as exc:
-        raise ClearanceError(f"{row.doc_id} vanished before it was processed", code="vanished") from exc
+        content, mtime = read_regular(path)
+    except ClearanceError as exc:
+        raise ClearanceError(f"{row.doc_id}: {exc.message}", code=exc.code) from exc
     return SourceDocument(row.source, row.doc_id, path.as_uri(), path.name, content, row.acl,
-                          datetime.fromtimestamp(mtime, timezone.utc), title=path.stem.replace("-", " ").replace("_", " "))
+                          datetime.fromtimestamp(mtime, UTC), title=path.stem.replace("-", " ").replace("_", " "))
 
 
 def process(ingestor: Ingestor, queue: WorkQueue, rows: list[QueueRow]) -> None:

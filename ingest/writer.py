@@ -28,8 +28,10 @@ from datetime import datetime
 import numpy as np
 
 from core.errors import IngestError
+from core.settings import SourceContract
 from core.types import Acl, SourceDocument
 from ingest.chunking import TextChunk
+from ingest.contracts import typed_metadata
 from ingest.crashpoints import crashpoint
 from retrieval.bm25 import Bm25Encoder
 from retrieval.index import ChunkIndex, IndexPoint
@@ -57,7 +59,9 @@ class ContentWrite:
 
 
 class IndexWriter:
-    def __init__(self, tenant: str, catalog: Catalog, index: ChunkIndex, bm25: Bm25Encoder) -> None:
+    def __init__(self, tenant: str, catalog: Catalog, index: ChunkIndex, bm25: Bm25Encoder,
+                 contracts: dict[str, SourceContract] | None = None) -> None:
+        self.contracts = contracts or {}  # declared metadata types: stored typed, for search filters
         self.tenant = tenant
         self.catalog = catalog
         self.index = index
@@ -122,7 +126,7 @@ class IndexWriter:
             tenant=self.tenant, source=doc.source, doc_id=doc.doc_id, uri=doc.uri, title=doc.title,
             section=c.section, page=c.page, element_types=tuple(c.element_types), chunk_index=i, version=version,
             content_hash=digest, modified_at=doc.modified_at, ingested_at=now, acl=doc.acl, text=c.text,
-            metadata=doc.metadata or None,
+            metadata=typed_metadata(doc.source, doc.metadata, self.contracts) or None,
         )
 
     # -- ACL only -------------------------------------------------------------------------
@@ -164,7 +168,8 @@ class IndexWriter:
             state, pending = row.state, row.pending_ids
             row.state, row.pending_ids = DocState.WRITING, json.dumps(sorted(set(row.ids) | set(json.loads(pending))))
             self.catalog.put(row)
-            fields = descriptive_fields(uri=doc.uri, title=doc.title, modified_at=doc.modified_at, metadata=doc.metadata)
+            fields = descriptive_fields(uri=doc.uri, title=doc.title, modified_at=doc.modified_at,
+                                        metadata=typed_metadata(doc.source, doc.metadata, self.contracts))
             if acl_changed:
                 fields.update(acl_fields(doc.acl))
             self.index.set_payload(row.ids, fields)
@@ -177,7 +182,7 @@ class IndexWriter:
             changed = sorted(f for f, differs in (
                 ("uri", before.uri != doc.uri), ("title", before.title != doc.title),
                 ("modified_at", as_utc(before.modified_at) != as_utc(doc.modified_at)),
-                ("metadata", before.metadata != dict(doc.metadata))) if differs)
+                ("metadata", before.metadata_dict != dict(doc.metadata))) if differs)
             self.catalog.put_many([row], journal=[change_event(outcome, tenant=self.tenant, source=row.source,
                                                                doc_id=row.doc_id, before=before, after=row,
                                                                detail={"fields": changed})])
@@ -225,7 +230,7 @@ class IndexWriter:
 def metadata_differs(row: DocumentRow, doc: SourceDocument) -> bool:
     """Whether ``doc`` describes the document differently from its catalog row (same content)."""
     return (row.uri != doc.uri or row.title != doc.title or as_utc(row.modified_at) != as_utc(doc.modified_at)
-            or row.metadata != dict(doc.metadata))
+            or row.metadata_dict != dict(doc.metadata))
 
 
 def _copy(row: DocumentRow) -> DocumentRow:

@@ -6,17 +6,22 @@ opens it owns it; see the README's "Who owns the index".
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import threading
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence, cast
+from typing import Any, cast
 
 import qdrant_edge as qe
 
 from core.errors import BackendUnavailableError
 from core.types import SearchMode
-from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
 from retrieval.engine_filter import FilterDialect, translate
+from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
 from retrieval.payload import FLOAT_FIELDS, KEYWORD_FIELDS, TENANT_FIELD
 from retrieval.scope_filter import CompiledFilter
 from retrieval.unavailable import engine_call
@@ -42,9 +47,21 @@ def _id(pid: Any) -> str:
     return str(pid) if isinstance(pid, uuid.UUID) else str(pid)
 
 
+def _sparse_params(q: IndexQuery) -> qe.SearchParams | None:
+    if q.idf_corpus is None:
+        return None
+    return qe.SearchParams(idf=qe.IdfParams(corpus=to_edge_filter(q.idf_corpus)))
+
+
+# Edge keeps no metadata of ours, so the version is a file in the shard folder: it travels with
+# every copy and backup of the shard (Edge ignores files it does not own).
+SCHEMA_MARKER = "clearance-index.json"
+
+
 class EdgeIndex:
     def __init__(self, path: Path, dim: int) -> None:
         self.dim = dim
+        self.path = path
         self._write_lock = threading.Lock()
         config = qe.EdgeConfig(
             vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
@@ -106,6 +123,25 @@ class EdgeIndex:
         self._shard.flush()
         self._shard.close()
 
+    @contextmanager
+    def writes_held(self) -> Iterator[None]:
+        with self._write_lock:  # every mutation, optimize() included, takes it
+            yield
+
+    def schema_version(self) -> int | None:
+        marker = self.path / SCHEMA_MARKER
+        return int(json.loads(marker.read_text())["schema"]) if marker.exists() else None
+
+    def set_schema_version(self, version: int) -> None:
+        marker = self.path / SCHEMA_MARKER
+        tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"schema": version}) + "\n")
+        os.replace(tmp, marker)
+
+    def drop(self) -> None:
+        self.close()
+        shutil.rmtree(self.path)
+
     # -- reads ----------------------------------------------------------------------------
     def _leg(self, mode: SearchMode, q: IndexQuery) -> qe.Query:
         if mode == "dense":
@@ -117,7 +153,7 @@ class EdgeIndex:
     def _request(self, mode: SearchMode, q: IndexQuery, f: qe.Filter, limit: int, top: bool = True) -> qe.QueryRequest:
         vectors = [DENSE] if q.with_dense and top else None
         if mode != "hybrid":
-            params = _dense_params(q) if mode == "dense" else None
+            params = _dense_params(q) if mode == "dense" else _sparse_params(q)
             return qe.QueryRequest(limit=limit, query=self._leg(mode, q), filter=f, with_payload=True,
                                    with_vector=vectors, params=params)
         weights = list(q.weights) if q.weights != (1.0, 1.0) else None
@@ -127,7 +163,7 @@ class EdgeIndex:
             query=cast(qe.Fusion, qe.Fusion.Rrf(k=q.rrf_k, weights=weights)),
             prefetches=[
                 qe.Prefetch(limit=q.prefetch_limit, query=self._leg("dense", q), filter=f, params=_dense_params(q)),
-                qe.Prefetch(limit=q.prefetch_limit, query=self._leg("bm25", q), filter=f),
+                qe.Prefetch(limit=q.prefetch_limit, query=self._leg("bm25", q), filter=f, params=_sparse_params(q)),
             ],
             filter=f,
             with_payload=True,

@@ -8,8 +8,9 @@ structure, and so the meaning, is written once here and cannot drift between the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from retrieval.scope_filter import CompiledFilter, Condition, Match
 
@@ -19,7 +20,7 @@ F = TypeVar("F")  # an engine's filter type
 
 @dataclass(frozen=True)
 class FilterDialect(Generic[C, F]):
-    match_any: Callable[[str, list[str]], C]
+    match_any: Callable[[str, list[Any]], C]  # strings, or integers (int metadata fields)
     range: Callable[[str, float | None, float | None], C]
     filter: Callable[[list[C], list[F]], F]
 

@@ -8,8 +8,10 @@ malformed sparse vector poisons an Edge shard for good.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from core.types import SearchMode
 from retrieval.bm25 import SparseVector, validate_sparse
@@ -45,6 +47,8 @@ class IndexQuery:
     # ACORN filtered HNSW for the dense leg: without it, recall@10 vs exact fell to 0.19 at a
     # 10 %-visible ACL on 100k chunks (the filtered graph falls apart); with it 0.97.
     acorn: bool = True
+    # BM25 IDF statistics over the points matching this filter (None: the whole index).
+    idf_corpus: CompiledFilter | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,21 @@ class ChunkIndex(Protocol):
 
     def close(self) -> None:
         """Flush and release the index (for Edge: its WAL lock)."""
+        ...
+
+    def writes_held(self) -> AbstractContextManager[None]:
+        """While held, no write of this process reaches the index (a consistent backup copy)."""
+        ...
+
+    def schema_version(self) -> int | None:
+        """The index layout version stored with the index itself; None when none is stored."""
+        ...
+
+    def set_schema_version(self, version: int) -> None:
+        ...
+
+    def drop(self) -> None:
+        """Delete the index with every point (a rebuild from the catalog follows); closes it."""
         ...
 
 

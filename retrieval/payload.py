@@ -71,7 +71,7 @@ def acl_fields(acl: Acl) -> dict[str, list[str]]:
 
 
 def descriptive_fields(*, uri: str, title: str, modified_at: datetime,
-                       metadata: Mapping[str, str] | None) -> dict[str, object]:
+                       metadata: Mapping[str, object] | None) -> dict[str, object]:
     """The payload fields a metadata-only update writes (same content: vectors, text and ACL
     untouched). Dates as ``ChunkPayload.to_index`` writes them, so date filters see the new one."""
     F = PayloadField
@@ -106,7 +106,7 @@ class ChunkPayload:
     ingested_at: datetime
     acl: Acl
     text: str
-    metadata: Mapping[str, str] | None = None
+    metadata: Mapping[str, object] | None = None  # typed per the source contract (ingest.contracts)
 
     @property
     def doc_key(self) -> str:
@@ -127,7 +127,7 @@ class ChunkPayload:
         return {str(k): v for k, v in out.items()}
 
     @classmethod
-    def from_index(cls, raw: Mapping[str, object]) -> "ChunkPayload":
+    def from_index(cls, raw: Mapping[str, object]) -> ChunkPayload:
         F = PayloadField
         page = raw.get(F.PAGE)
         metadata = raw.get(F.METADATA)

@@ -8,8 +8,9 @@ deployment points this at one it provides.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 
 class Reranker(Protocol):

@@ -23,10 +23,9 @@ level; backends translate it mechanically and must not add or drop clauses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timezone
-
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from core.errors import EmptyScopeError, InvalidRequestError
 from core.types import Scope
@@ -87,7 +86,7 @@ def compile_scope(
     principals = tuple(sorted(ent.principals))
     if not ent.tenant:
         raise EmptyScopeError("scope has no tenant")
-    now_ts = (now or datetime.now(timezone.utc)).timestamp()
+    now_ts = (now or datetime.now(UTC)).timestamp()
 
     must: list[Condition] = [Match(F_TENANT, (ent.tenant,))]
     must_not: list[tuple[Condition, ...]] = []
@@ -117,6 +116,13 @@ def compile_scope(
     return CompiledFilter(tuple(must), tuple(must_not))
 
 
+def tenant_filter(tenant: str) -> CompiledFilter:
+    """Every point of one tenant: for corpus statistics only (IDF), never for returning points."""
+    if not tenant:
+        raise EmptyScopeError("scope has no tenant")
+    return CompiledFilter((Match(F_TENANT, (tenant,)),), ())
+
+
 def doc_filter(base: CompiledFilter, doc_key: str) -> CompiledFilter:
     """Narrow a compiled scope to one document (for get/chunk reads)."""
     return CompiledFilter((*base.must, Match(F_DOC, (doc_key,))), base.must_not)
@@ -133,22 +139,24 @@ class MetadataFilter:
 
     field: str
     any_of: tuple[MetadataValue, ...] = ()
-    gte: float | None = None
-    lt: float | None = None
+    gte: float | str | None = None  # a number, or an ISO 8601 date(-time) for date fields
+    lt: float | str | None = None
 
 
 def parse_metadata_filters(raw: Mapping[str, object]) -> tuple[MetadataFilter, ...]:
-    """``{"region": "emea", "tier": ["gold", "silver"], "amount": {"gte": 10, "lt": 100}}``: a
-    scalar is equality, a list any-of, an object a range. Malformed shapes are a 422."""
+    """``{"region": "emea", "tier": ["gold", "silver"], "amount": {"gte": 10, "lt": 100},
+    "signed": {"gte": "2024-01-01"}}``: a scalar is equality, a list any-of, an object a range
+    (numbers, or ISO 8601 dates for date fields). Malformed shapes are a 422."""
     out: list[MetadataFilter] = []
     for name, value in sorted(raw.items()):
         if isinstance(value, Mapping):
             extra = set(value) - {"gte", "lt"}
             bounds = [value.get("gte"), value.get("lt")]
             if extra or not any(b is not None for b in bounds) or not all(
-                    b is None or (isinstance(b, (int, float)) and not isinstance(b, bool)) for b in bounds):
+                    b is None or isinstance(b, str) or (isinstance(b, (int, float)) and not isinstance(b, bool))
+                    for b in bounds):
                 raise InvalidRequestError(f"metadata.{name}: a range is {{\"gte\": number, \"lt\": number}}")
-            out.append(MetadataFilter(name, gte=_num(value.get("gte")), lt=_num(value.get("lt"))))
+            out.append(MetadataFilter(name, gte=_bound(value.get("gte")), lt=_bound(value.get("lt"))))
         elif isinstance(value, list):
             if not value or not all(isinstance(v, (str, int, float, bool)) for v in value):
                 raise InvalidRequestError(f"metadata.{name}: any-of needs a non-empty list of scalars")
@@ -160,8 +168,22 @@ def parse_metadata_filters(raw: Mapping[str, object]) -> tuple[MetadataFilter, .
     return tuple(out)
 
 
-def _num(v: object) -> float | None:
+def _bound(v: object) -> float | str | None:
+    if isinstance(v, str):
+        return v
     return float(v) if isinstance(v, (int, float)) else None
+
+
+def _date_bound(name: str, v: float | str | None) -> float | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise InvalidRequestError(f"metadata.{name} is a date: bounds are ISO 8601 dates")
+    try:
+        dt = datetime.fromisoformat(v.strip())
+    except ValueError:
+        raise InvalidRequestError(f"metadata.{name}: {v!r} is not an ISO 8601 date") from None
+    return (dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt).timestamp()
 
 
 def metadata_conditions(filters: tuple[MetadataFilter, ...], declared: Mapping[str, str]) -> tuple[Condition, ...]:
@@ -174,8 +196,13 @@ def metadata_conditions(filters: tuple[MetadataFilter, ...], declared: Mapping[s
             raise InvalidRequestError(f"metadata.{f.field} is not a declared metadata field")
         key = MetadataKey(f.field)
         if f.gte is not None or f.lt is not None:
+            if kind == "date":  # stored as epoch seconds (ingest.contracts.typed_metadata)
+                out.append(Range(key, gte=_date_bound(f.field, f.gte), lt=_date_bound(f.field, f.lt)))
+                continue
             if kind not in ("int", "float"):
-                raise InvalidRequestError(f"metadata.{f.field} is {kind}: ranges need an int or float field")
+                raise InvalidRequestError(f"metadata.{f.field} is {kind}: ranges need an int, float or date field")
+            if isinstance(f.gte, str) or isinstance(f.lt, str):
+                raise InvalidRequestError(f"metadata.{f.field} is {kind}: range bounds are numbers")
             out.append(Range(key, gte=f.gte, lt=f.lt))
             continue
         if kind in ("str", "list"):
@@ -191,7 +218,7 @@ def metadata_conditions(filters: tuple[MetadataFilter, ...], declared: Mapping[s
                 raise InvalidRequestError(f"metadata.{f.field} holds integers")
             out.append(Match(key, tuple(int(v) for v in f.any_of)))
         else:
-            raise InvalidRequestError(f"metadata.{f.field} is a float: filter it with a range")
+            raise InvalidRequestError(f"metadata.{f.field} is {kind}: filter it with a range")
     return tuple(out)
 
 

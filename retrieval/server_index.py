@@ -6,15 +6,17 @@ contract suite is what keeps the two backends congruent.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from qdrant_client import QdrantClient, models
 
 from core.errors import BackendUnavailableError
 from core.settings import QdrantSettings
 from core.types import SearchMode
-from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
 from retrieval.engine_filter import FilterDialect, translate
+from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
 from retrieval.payload import FLOAT_FIELDS, KEYWORD_FIELDS, TENANT_FIELD
 from retrieval.scope_filter import CompiledFilter
 from retrieval.unavailable import engine_call
@@ -34,6 +36,15 @@ def _dense_params(q: IndexQuery) -> models.SearchParams | None:
     if q.exact:
         return models.SearchParams(exact=True)
     return models.SearchParams(acorn=models.AcornSearchParams(enable=True, max_selectivity=ACORN_MAX_SELECTIVITY)) if q.acorn else None
+
+
+def _sparse_params(q: IndexQuery) -> models.SearchParams | None:
+    if q.idf_corpus is None:
+        return None
+    return models.SearchParams(idf=models.IdfCorpusParams(corpus=to_server_filter(q.idf_corpus)))
+
+
+SCHEMA_METADATA_KEY = "clearance_index_schema"  # in the collection's own metadata
 
 
 class QdrantServerIndex:
@@ -101,6 +112,23 @@ class QdrantServerIndex:
         with engine_call("qdrant", "close"):
             self._client.close()
 
+    def writes_held(self) -> AbstractContextManager[None]:
+        return nullcontext()  # the server orders writes itself; backups use its snapshots
+
+    def schema_version(self) -> int | None:
+        with engine_call("qdrant", "schema_version"):
+            meta = self._client.get_collection(self.collection).config.metadata or {}
+        return int(meta[SCHEMA_METADATA_KEY]) if SCHEMA_METADATA_KEY in meta else None
+
+    def set_schema_version(self, version: int) -> None:
+        with engine_call("qdrant", "schema_version"):
+            self._client.update_collection(self.collection, metadata={SCHEMA_METADATA_KEY: version})
+
+    def drop(self) -> None:
+        with engine_call("qdrant", "drop"):
+            self._client.delete_collection(self.collection)
+        self.close()
+
     def _leg(self, mode: SearchMode, q: IndexQuery) -> tuple[Any, str]:
         if mode == "dense":
             assert q.dense is not None
@@ -115,7 +143,7 @@ class QdrantServerIndex:
             legs: tuple[SearchMode, SearchMode] = ("dense", "bm25")
             for leg in legs:
                 vec, using = self._leg(leg, q)
-                params = _dense_params(q) if leg == "dense" else None
+                params = _dense_params(q) if leg == "dense" else _sparse_params(q)
                 prefetch.append(models.Prefetch(query=vec, using=using, limit=q.prefetch_limit, filter=f, params=params))
             rrf = models.Rrf(k=q.rrf_k, weights=list(q.weights) if q.weights != (1.0, 1.0) else None)
             res = self._client.query_points(
@@ -126,7 +154,7 @@ class QdrantServerIndex:
             vec, using = self._leg(mode, q)
             res = self._client.query_points(self.collection, query=vec, using=using, query_filter=f, limit=limit,
                                             with_payload=True, with_vectors=vectors,
-                                            search_params=_dense_params(q) if mode == "dense" else None)
+                                            search_params=_dense_params(q) if mode == "dense" else _sparse_params(q))
         return [IndexHit(str(p.id), float(p.score), dict(p.payload or {}), dense=dense_of(p.vector)) for p in res.points]
 
     def search(self, query: IndexQuery, flt: CompiledFilter) -> list[IndexHit]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,11 +28,19 @@ from core.types import Scope, SearchMode
 from retrieval.bm25 import Bm25Encoder, word_term
 from retrieval.cursor import digest
 from retrieval.embedder import Embedder
+from retrieval.identifiers import holds_all, identifier_tokens
 from retrieval.index import ChunkIndex, IndexHit, IndexQuery
 from retrieval.payload import DOCUMENT_FIELDS, ChunkPayload, PayloadField, doc_key
 from retrieval.rerank import Reranker
-from retrieval.scope_filter import CompiledFilter, compile_scope, doc_filter
-
+from retrieval.scope_filter import (
+    CompiledFilter,
+    MetadataFilter,
+    compile_scope,
+    doc_filter,
+    metadata_conditions,
+    tenant_filter,
+    with_metadata,
+)
 
 GroupBy = Literal["chunk", "document"]  # document: one entry per document with its best chunks
 
@@ -68,7 +77,7 @@ class SearchResult:
     legs_ms: dict[str, float] = field(default_factory=dict)  # "encode", "engine"
     # group_by="document": one entry per document, ranked by its best chunk; ``hits`` then holds
     # the same chunks flattened in that order (what the answer hands out, for the audit trail).
-    documents: list["DocumentGroup"] | None = None
+    documents: list[DocumentGroup] | None = None
     # More results may follow this page (the candidate list was not exhausted).
     more: bool = False
 
@@ -108,6 +117,16 @@ DEGRADED_DENSE = "dense leg unavailable (query embedding failed): answered from 
 DEGRADED_RERANK = "reranker failed: results are in retrieval order"
 
 
+def idf_corpus(idf_scope: str, scope: Scope, flt: CompiledFilter) -> CompiledFilter | None:
+    """The documents BM25's IDF is computed over (``retrieval.idf_scope``): the caller's own
+    compiled scope by default, so no score depends on a document the caller cannot see."""
+    if idf_scope == "visible":
+        return flt
+    if idf_scope == "tenant":
+        return tenant_filter(scope.entitlements.tenant)
+    return None
+
+
 def small_scope(index: ChunkIndex, flt: CompiledFilter, exact_below_points: int) -> bool:
     """The dense-search plan: few enough visible chunks (estimated from the payload indexes) that
     exact search is both exact and cheap; filtered HNSW loses recall there (BENCHMARKS.md)."""
@@ -116,8 +135,11 @@ def small_scope(index: ChunkIndex, flt: CompiledFilter, exact_below_points: int)
 
 class SearchService:
     def __init__(self, settings: RetrievalSettings, index: ChunkIndex, embedder: Embedder, bm25: Bm25Encoder,
-                 reranker: Reranker | None = None) -> None:
+                 reranker: Reranker | None = None, *, metadata_fields: Mapping[str, str] | None = None) -> None:
         self.settings = settings
+        # Declared metadata fields and their types (``ingest.contracts.declared_metadata``): the
+        # only fields a search may filter on.
+        self.metadata_fields = dict(metadata_fields or {})
         self.index = index
         self.embedder = embedder
         self.bm25 = bm25
@@ -129,7 +151,7 @@ class SearchService:
 
     def search(self, scope: Scope, query: str, *, top_k: int = 10, mode: SearchMode = "hybrid",
                explain: bool = False, group_by: GroupBy = "chunk", chunks_per_document: int = 3,
-               seen: frozenset[str] = frozenset()) -> SearchResult:
+               seen: frozenset[str] = frozenset(), metadata: tuple[MetadataFilter, ...] = ()) -> SearchResult:
         """The caller's best ``top_k`` chunks (or documents, with ``group_by="document"``).
 
         ``seen`` holds digests (``retrieval.cursor.digest``) of chunk ids, or of document keys when
@@ -138,6 +160,8 @@ class SearchService:
         """
         t0 = time.perf_counter()
         flt = self._filter(scope)  # raises on an empty scope before any work is done
+        if metadata:  # only ever appended to the compiled scope (narrows)
+            flt = with_metadata(flt, metadata_conditions(metadata, self.metadata_fields))
         query = query.strip()
         if not query:
             raise InvalidRequestError("query is empty")
@@ -178,9 +202,12 @@ class SearchService:
                 prefetch_limit=max(self.settings.prefetch_limit, limit), rrf_k=self.settings.rrf_k,
                 weights=(self.settings.dense_weight, self.settings.bm25_weight), with_legs=explain,
                 with_dense=dense is not None, acorn=self.settings.acorn, exact=exact,
+                idf_corpus=idf_corpus(self.settings.idf_scope, scope, flt),
             )
             raw = sorted(self.index.search(iq, flt), key=lambda h: (-h.score, h.id))
             exhausted = len(raw) < limit
+            if mode == "hybrid" and self.settings.identifier_boost:
+                raw = self._identifiers_first(query, raw, iq, flt)
             if grouped:
                 raw = [h for h in raw if digest(_doc_key_of(h)) not in seen]
                 enough = len({_doc_key_of(h) for h in raw}) > top_k
@@ -227,6 +254,25 @@ class SearchService:
             low = best is None or best < self.settings.low_confidence_dense
         return SearchResult(out, mode, (time.perf_counter() - t0) * 1000, degraded=degraded, warnings=warnings,
                             low_confidence=low, legs_ms=legs_ms, documents=documents, more=more)
+
+    def _identifiers_first(self, query: str, fused: list[IndexHit], iq: IndexQuery,
+                           flt: CompiledFilter) -> list[IndexHit]:
+        """Chunks holding every identifier of the query first (``retrieval.identifiers``), found
+        by a lexical query for the identifiers alone under the same filter."""
+        idents = identifier_tokens(query)
+        if not idents:
+            return fused
+        lexical = replace(iq, mode="bm25", dense=None, sparse=self.bm25.encode_query(" ".join(idents)),
+                          with_dense=False, with_legs=False)
+        exact = [h for h in self.index.search(lexical, flt) if holds_all(ChunkPayload.from_index(h.payload).text, idents)]
+        if not exact:
+            return fused
+        by_id = {h.id: h for h in fused}
+        top = fused[0].score if fused else 0.0
+        # Scores stay ordered with the fused list's: exact matches just above its best.
+        first = [replace(by_id.get(h.id, h), score=top + (len(exact) - i) * 1e-6) for i, h in enumerate(exact)]
+        taken = {h.id for h in first}
+        return first + [h for h in fused if h.id not in taken]
 
     def _rerank(self, query: str, hits: list[SearchHit]) -> tuple[list[SearchHit], bool]:
         """Reorder (never add to) the scoped candidates; on failure keep the retrieval order."""

@@ -5,8 +5,8 @@ is not translated."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from core.errors import BackendUnavailableError, ClearanceError
 from core.logging import Log

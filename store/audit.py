@@ -28,11 +28,12 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from sqlalchemy import Table, func, insert
 from sqlmodel import col, delete, select
@@ -41,7 +42,15 @@ from core.audit import AuditEvent, acl_fingerprint, principals_hash, query_hash
 from core.settings import AuditSettings
 from core.types import Acl
 from store.catalog import (
-    AuditDocumentRow, AuditEventRow, Catalog, DocumentRow, WriteEventRow, as_utc, aware_utc, unavailable, utcnow,
+    AuditDocumentRow,
+    AuditEventRow,
+    Catalog,
+    DocumentRow,
+    WriteEventRow,
+    as_utc,
+    aware_utc,
+    unavailable,
+    utcnow,
 )
 
 SALT_KEY = "audit.query_salt"
@@ -117,7 +126,9 @@ class AuditLog:
         # Core inserts in one transaction: this runs on every read, and the ORM's unit of work
         # costs more than the SQL itself.
         with unavailable("audit store"), self.catalog.engine.begin() as conn:
-            event_id = int(conn.execute(insert(EVENTS).values(**row)).inserted_primary_key[0])
+            key = conn.execute(insert(EVENTS).values(**row)).inserted_primary_key
+            assert key is not None
+            event_id = int(key[0])
             if docs:
                 conn.execute(insert(DOCUMENTS), [{**d, "event_id": event_id} for d in docs.values()])
         self._maybe_prune()

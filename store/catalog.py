@@ -16,24 +16,22 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from sqlalchemy import Index, event, func, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from core.errors import BackendUnavailableError, ConflictError
-
 from core.types import Acl
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class DocState(StrEnum):
@@ -73,7 +71,7 @@ class DocumentRow(SQLModel, table=True):
     metadata_json: str = "{}"  # the pushed metadata (JSON object of strings), also in the payload
 
     @property
-    def metadata(self) -> dict[str, str]:
+    def metadata_dict(self) -> dict[str, str]:
         return {str(k): str(v) for k, v in json.loads(self.metadata_json or "{}").items()}
 
     @property
@@ -119,7 +117,7 @@ class JobItemRow(SQLModel, table=True):
 
 def as_utc(dt: datetime) -> datetime:
     """``dt`` as an aware UTC datetime; naive input is taken to be UTC already."""
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def aware_utc(dt: datetime | None) -> datetime | None:
@@ -241,13 +239,22 @@ class MetaRow(SQLModel, table=True):
 
 
 class Catalog:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, auto_migrate: bool = True) -> None:
+        """Open the catalog at ``url``. Its schema comes from the migrations (``store.migrate``):
+        upgraded here when ``auto_migrate``, else only checked (``SchemaError`` when it is not
+        this release's; an empty database is still initialised)."""
+        from store.migrate import prepare
+
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url, pool_pre_ping=True)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        _create_tables(self.engine)
+        try:
+            prepare(self.engine, auto_migrate=auto_migrate)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._writers = threading.RLock()
 
     @contextmanager
@@ -275,6 +282,13 @@ class Catalog:
                 finally:
                     conn.execute(text("SELECT pg_advisory_unlock_all()"))
                     conn.commit()
+
+    @contextmanager
+    def quiesce(self) -> Iterator[None]:
+        """Hold off every writer in this process (all of them go through ``write_lock``) until
+        the block ends: a backup copies the catalog and the index at one instant."""
+        with self._writers:
+            yield
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -469,7 +483,7 @@ class Catalog:
             return []
         with self.session() as s:
             q = select(JobItemRow).where(col(JobItemRow.job_id).in_(job_ids), JobItemRow.outcome == "failed")
-            return list(s.exec(q.order_by(JobItemRow.id)).all())
+            return list(s.exec(q.order_by(col(JobItemRow.id))).all())
 
     def meta_value(self, key: str, default: str) -> str:
         """The stored value of ``key``, storing ``default`` first when there is none (the first
@@ -501,20 +515,6 @@ def unavailable(what: str) -> Iterator[None]:
         yield
     except SQLAlchemyError as exc:
         raise BackendUnavailableError(f"{what} unavailable: {type(exc).__name__}", code="catalog_unavailable") from exc
-
-
-def _create_tables(engine: Engine, attempts: int = 5) -> None:
-    """``create_all`` checks then creates, so two processes opening a fresh catalog at once (a
-    CLI and a server, a worker and its poller) can both try to create a table; the loser sees
-    "already exists" and simply looks again."""
-    for attempt in range(attempts):
-        try:
-            SQLModel.metadata.create_all(engine)
-            return
-        except DBAPIError as exc:
-            text_ = str(exc.orig).lower()
-            if attempt == attempts - 1 or not ("already exists" in text_ or "duplicate key" in text_):
-                raise
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

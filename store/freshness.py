@@ -9,9 +9,10 @@ chunk (that is ``retrieval.source_max_age_s``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from store.catalog import Catalog, aware_utc, unavailable, utcnow
 

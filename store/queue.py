@@ -10,13 +10,12 @@ releases its items when the lease expires, and an item that keeps failing is giv
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Sequence
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from sqlalchemy import and_, func, or_, update
 from sqlalchemy import select as sa_select
@@ -70,7 +69,7 @@ class WorkQueue:
     def __init__(self, catalog: Catalog, *, max_attempts: int = 3) -> None:
         self.catalog = catalog
         self.max_attempts = max_attempts
-        QueueRow.metadata.create_all(catalog.engine, tables=[QueueRow.__table__])  # type: ignore[attr-defined]
+        # the table comes from the catalog's migrations (store/migrations), like every other
         self._pg = catalog.engine.dialect.name == "postgresql"
 
     def enqueue(self, job_id: int, source: str, items: Sequence[Enqueued]) -> int:
@@ -83,7 +82,7 @@ class WorkQueue:
 
     def claim(self, worker: str, n: int, lease_s: float) -> list[QueueRow]:
         """Lease up to ``n`` items; each claim gets a token of its own, so no two claims share rows."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         token = f"{worker}:{uuid.uuid4().hex[:12]}"
         t = QueueRow.__table__  # type: ignore[attr-defined]
         claimable = and_(or_(t.c.state == QueueState.QUEUED, and_(t.c.state == QueueState.LEASED, t.c.lease_until < now)),

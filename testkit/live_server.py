@@ -15,16 +15,16 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, app: object, start_timeout_s: float = 60) -> None:
+    def __init__(self, app: object, start_timeout_s: float = 60, port: int | None = None) -> None:
         import uvicorn
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self._timeout = start_timeout_s
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.time() + self._timeout
         while not self.server.started:

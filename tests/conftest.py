@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -79,7 +79,7 @@ def minilm():
     return build_embedder(EmbedderSettings())
 
 
-from testkit.live_server import LiveServer, free_port  # noqa: E402  (shared with the battery)
+from testkit.live_server import LiveServer, free_port  # noqa: E402, F401  (shared with the battery; free_port re-exported)
 
 
 @pytest.fixture

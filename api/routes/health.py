@@ -7,6 +7,8 @@ internal network.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
@@ -23,7 +25,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-NOT_READY = {503: {"description": "not ready: the same body, with the failing checks",
+NOT_READY: dict[int | str, dict[str, Any]] = {503: {"description": "not ready: the same body, with the failing checks",
                    "headers": error_responses(503)[503]["headers"]}}
 
 

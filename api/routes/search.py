@@ -10,6 +10,7 @@ from api.deps import AuthenticatedRoute, SearchCaller, ServicesDep
 from api.errors import error_responses
 from api.fields import RequestBody, UtcDateTime
 from core.types import Entitlements, Scope
+from retrieval.scope_filter import parse_metadata_filters
 from retrieval.service import SearchHit
 
 router = APIRouter(tags=["search"], route_class=AuthenticatedRoute, responses=error_responses(401, 403, 503))
@@ -28,9 +29,23 @@ class SearchRequest(RequestBody):
         default="chunk", description="document: at most one entry per document (in `documents`), each with its best "
                                      "chunks, ranked by its best chunk; top_k then counts documents")
     chunks_per_document: int = Field(default=3, ge=1, le=20, description="chunks kept per document when grouped")
+    metadata: dict[str, MetadataCondition] | None = Field(
+        default=None, max_length=32,
+        description="filters on metadata fields the source contracts declare (undeclared: 422): a value "
+                    "(equality), a list (any of) or {gte, lt} (numeric range, int/float fields)")
     cursor: str | None = Field(default=None, max_length=16384,
                                description="`next_cursor` of the previous page: the same caller and the same query "
                                            "and filters only; items an earlier page showed are never repeated")
+
+
+class MetadataRange(BaseModel):
+    model_config = {"extra": "forbid"}
+    gte: float | str | None = Field(default=None, description="a number, or an ISO 8601 date for date fields")
+    lt: float | str | None = None
+
+
+Scalar = str | bool | int | float  # bool before int: JSON true stays a bool
+MetadataCondition = Scalar | list[Scalar] | MetadataRange
 
 
 class Hit(BaseModel):
@@ -75,12 +90,16 @@ def scope_for(caller: Entitlements, req: SearchRequest | None = None) -> Scope:
 
 @router.post("/v1/search", response_model=SearchResponse, responses=error_responses(400, 422))
 async def search(req: SearchRequest, caller: SearchCaller, services: ServicesDep) -> SearchResponse:
-    params = req.model_dump(mode="json", include={"max_age", "sources", "modified_after", "modified_before", "explain"})
+    params = req.model_dump(mode="json", include={"max_age", "sources", "modified_after", "modified_before", "explain",
+                                                  "metadata"}, exclude_none=False)
+    metadata = parse_metadata_filters(params["metadata"] or {})
+    if params["metadata"] is None:
+        del params["metadata"]
     # One thread-pool hop for the blocking part (encode, engine, audit write); the response is
     # built on the loop, so FastAPI does not hop again to serialise it.
     out = await run_in_threadpool(services.reads.search, scope_for(caller, req), req.query, top_k=req.top_k,
                                   mode=req.mode, explain=req.explain, params=params, group_by=req.group_by,
-                                  chunks_per_document=req.chunks_per_document, cursor=req.cursor)
+                                  chunks_per_document=req.chunks_per_document, cursor=req.cursor, metadata=metadata)
     res = out.result
     documents = None
     if res.documents is not None:

@@ -164,7 +164,7 @@ class JwksServer:
     def jwks_fetches(self) -> int:
         return self.hits["/jwks"]
 
-    def __enter__(self) -> "JwksServer":
+    def __enter__(self) -> JwksServer:
         self._thread.start()
         return self
 
@@ -198,17 +198,20 @@ class OidcProvider:
     RESOURCE = "https://clearance.test/api"
 
     def __init__(self, workdir: Path, clients: list[dict[str, Any]], *, audience: str = "clearance",
-                 scopes: tuple[str, ...] = ("clearance:search", "clearance:ingest", "clearance:admin")) -> None:
+                 scopes: tuple[str, ...] = ("clearance:search", "clearance:ingest", "clearance:admin"),
+                 users: dict[str, dict[str, list[str]]] | None = None) -> None:
+        """``users``: login name -> ``{"groups": [...], "roles": [...]}`` for clients signing users
+        in with the authorization code flow (a client with ``redirect_uris``; provider.mjs)."""
         self.workdir = workdir
         self.clients = {c["client_id"]: c for c in clients}
         self.admin_secret = os.urandom(16).hex()
         self.config = {"port": 0, "resource": self.RESOURCE, "audience": audience, "scopes": list(scopes),
-                       "admin_secret": self.admin_secret, "clients": clients}
+                       "admin_secret": self.admin_secret, "clients": clients, "users": users or {}}
         self.issuer = ""
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str] = queue.Queue()
 
-    def start(self, timeout_s: float = 30.0) -> "OidcProvider":
+    def start(self, timeout_s: float = 30.0) -> OidcProvider:
         ensure_node_modules()
         cfg = self.workdir / "provider.json"
         cfg.write_text(json.dumps(self.config), "utf-8")

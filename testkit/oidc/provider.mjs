@@ -9,11 +9,16 @@
 //   "scopes": ["clearance:search", "clearance:ingest", "clearance:admin"],
 //   "admin_secret": "…",                         // guards POST /admin/rotate
 //   "clients": [{"client_id": "alice", "client_secret": "…", "scope": "clearance:search",
-//                "groups": ["finance"]}, …]
+//                "groups": ["finance"]}, …],
+//   "users": {"alice": {"groups": ["finance"], "roles": []}, …}   // optional, for sign-in
 // }
 //
-// Tokens: client_credentials only, JWT access tokens (`typ: at+jwt`, RS256, with `kid`),
-// `sub` = client_id, a `groups` claim per client (extraTokenClaims).
+// Tokens: JWT access tokens (`typ: at+jwt`, RS256, with `kid`). A client without
+// `redirect_uris` uses client_credentials: `sub` = client_id, a `groups` claim per client. A
+// client with `redirect_uris` (the console) uses the authorization code flow with PKCE (S256,
+// required); the user signs in on the provider's built-in dev interaction pages (any login name
+// and password), `sub` = that login, and `groups`/`roles` come from `users[login]` (none for an
+// unknown login) (extraTokenClaims).
 //
 // Key rotation without restart: POST /admin/rotate (header `x-admin-secret`) generates a new
 // RSA key, publishes it first in the JWKS next to the old ones (tokens already issued stay
@@ -31,6 +36,38 @@ import Provider, { errors } from 'oidc-provider';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const groupsByClient = new Map(config.clients.map((c) => [c.client_id, c.groups ?? []]));
+const users = config.users ?? {};
+
+function tokenClaims(token) {
+  if (token.accountId) {  // a signed-in user (authorization code flow)
+    const u = users[token.accountId] ?? {};
+    return { groups: u.groups ?? [], roles: u.roles ?? [] };
+  }
+  return { groups: groupsByClient.get(token.clientId) ?? [] };
+}
+
+function clientMetadata(c) {
+  if (c.redirect_uris) {
+    return {
+      client_id: c.client_id,
+      client_secret: c.client_secret,
+      grant_types: ['authorization_code'],
+      redirect_uris: c.redirect_uris,
+      response_types: ['code'],
+      scope: c.scope,
+      token_endpoint_auth_method: c.client_secret ? 'client_secret_post' : 'none',
+    };
+  }
+  return {
+    client_id: c.client_id,
+    client_secret: c.client_secret,
+    grant_types: ['client_credentials'],
+    redirect_uris: [],
+    response_types: [],
+    scope: c.scope,
+    token_endpoint_auth_method: 'client_secret_post',
+  };
+}
 
 function newSigningKey() {
   const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -45,21 +82,15 @@ function newSigningKey() {
 function buildProvider(issuer, keys) {
   const signingKid = keys[0].kid;
   const provider = new Provider(issuer, {
-    clients: config.clients.map((c) => ({
-      client_id: c.client_id,
-      client_secret: c.client_secret,
-      grant_types: ['client_credentials'],
-      redirect_uris: [],
-      response_types: [],
-      scope: c.scope,
-      token_endpoint_auth_method: 'client_secret_post',
-    })),
+    clients: config.clients.map(clientMetadata),
     jwks: { keys },
     scopes: ['openid', ...config.scopes],
+    findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
+    pkce: { required: () => true },
     cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
     ttl: { AccessToken: 600, ClientCredentials: 600 },
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: Object.keys(users).length > 0 },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -77,7 +108,7 @@ function buildProvider(issuer, keys) {
         },
       },
     },
-    extraTokenClaims: (_ctx, token) => ({ groups: groupsByClient.get(token.clientId) ?? [] }),
+    extraTokenClaims: (_ctx, token) => tokenClaims(token),
   });
   return provider;
 }

@@ -5,10 +5,11 @@ embedder, dev-issuer tokens."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,6 +18,7 @@ from api.app import create_app
 from app.services import Services, build_services
 from core.settings import Settings
 from retrieval.embedder import Embedder, HashEmbedder
+from testkit.sources import register_source
 from tests.conftest import LiveServer, make_settings
 
 HTTP = httpx.Client(timeout=60)  # the first parse in a process loads the parsers
@@ -41,6 +43,7 @@ class Env:
         return {"authorization": f"Bearer {self.services.auth.dev.mint(sub, groups=list(groups), scopes=list(scopes))}"}
 
     def push(self, source: str, doc_id: str, content: str, allow: Sequence[str], filename: str | None = None) -> dict:
+        register_source(self.services, source)  # a push source written by user:etl (no-op once it exists)
         r = HTTP.put(f"{self.url}/v1/sources/{source}/documents/{doc_id}", headers=self.auth("etl", scopes=[INGEST]),
                      json={"filename": filename or f"{doc_id.rsplit('/', 1)[-1]}.txt", "content": content,
                            "acl": {"allow": list(allow)}})

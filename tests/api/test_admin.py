@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from core.settings import IngestSettings
+from testkit.sources import register_source
 from tests.api.ops_env import ADMIN, HTTP, INGEST, SEARCH, Env, doc_ids, running
 
 
@@ -26,6 +27,7 @@ def _tree(root: Path) -> Path:
 
 
 def _sync(env: Env, folder: Path) -> dict:
+    register_source(env.services, "share", kind="filesystem", root=folder)  # writer user:etl; dev mode reads its root
     r = HTTP.post(f"{env.url}/v1/ingest/jobs", json={"path": str(folder), "source": "share"},
                   headers=env.auth("etl", scopes=[INGEST]))
     assert r.status_code == 200, r.text
@@ -65,23 +67,32 @@ def test_sources_jobs_documents_and_resync(tmp_path: Path) -> None:
         # The folder changes; the operator resyncs from the recorded root.
         (folder / "memo.txt").unlink()
         (folder / "fin" / "budget.md").write_text("# Budget\n\nCapital budget for new offices.\n")
+        # A resync is a write: the source's writer (etl), not the admin. One of its two documents
+        # goes, more than the mass-delete guard lets through without allow_deletes.
         r = HTTP.post(f"{env.url}/v1/admin/sources/share/resync", headers=admin)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "source_forbidden"
+        etl = env.auth("etl", scopes=[INGEST])
+        r = HTTP.post(f"{env.url}/v1/admin/sources/share/resync", headers=etl)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "mass_delete_refused"
+        r = HTTP.post(f"{env.url}/v1/admin/sources/share/resync", params={"allow_deletes": "true"}, headers=etl)
         assert r.status_code == 200, r.text
         assert r.json()["counts"] == {"added": 1, "deleted": 1, "unchanged": 1, "failed": 1}
         assert "fin/budget.md" in doc_ids(env.search(env.auth("alice", ["finance"]), "capital budget offices"))
         jobs = HTTP.get(f"{env.url}/v1/admin/jobs", params={"source": "share", "limit": 1}, headers=admin).json()["jobs"]
         assert jobs[0]["id"] == r.json()["job_id"]
 
-        push_resync = HTTP.post(f"{env.url}/v1/admin/sources/erp/resync", headers=admin)
+        push_resync = HTTP.post(f"{env.url}/v1/admin/sources/erp/resync", headers=etl)
         assert push_resync.status_code == 422 and push_resync.json()["error"]["code"] == "not_resyncable"
-        assert HTTP.post(f"{env.url}/v1/admin/sources/nope/resync", headers=admin).status_code == 404
+        nope = HTTP.post(f"{env.url}/v1/admin/sources/nope/resync", headers=etl)
+        assert nope.status_code == 404 and nope.json()["error"]["code"] == "unknown_source"
 
 
 def test_admin_endpoints_need_the_admin_scope(tmp_path: Path) -> None:
     with running(tmp_path) as env:
         worker = env.auth("etl", scopes=[INGEST, SEARCH])
         for method, path in (("GET", "/v1/admin/sources"), ("GET", "/v1/admin/jobs"), ("GET", "/v1/admin/documents"),
-                             ("POST", "/v1/admin/sources/x/resync"), ("GET", "/v1/admin/audit/documents/x/y")):
+                             ("POST", "/v1/admin/sources"), ("DELETE", "/v1/admin/sources/x"),
+                             ("GET", "/v1/admin/audit/documents/x/y"), ("GET", "/v1/admin/documents/x/y/acl-history")):
             r = HTTP.request(method, f"{env.url}{path}", headers=worker)
             assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope", path
             assert HTTP.request(method, f"{env.url}{path}").status_code == 401, path

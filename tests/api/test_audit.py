@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from tests.api.ops_env import ADMIN, HTTP, INGEST, Env, running
 from tests.contract.test_catalog import catalog  # noqa: F401  (fixture: SQLite and PostgreSQL)
 
 # Recent enough to survive the default retention whenever the suite runs.
-T0 = (datetime.now(timezone.utc) - timedelta(days=1)).replace(microsecond=0)
+T0 = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0)
 ALICE = frozenset({"user:alice", "group:finance", "tenant:acme"})
 
 
@@ -94,7 +94,7 @@ def test_generated_salt_is_stored_once_and_shared(catalog: Catalog) -> None:  # 
 
 
 def test_retention_prunes_at_startup_and_on_write(catalog: Catalog) -> None:  # noqa: F811
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     keep = AuditLog(settings(retention_days=30, prune_interval_s=3600), catalog)
     keep.record(event(at=now - timedelta(days=45), subject="old", chunks=(chunk("c1"),)))
     keep.record(event(at=now - timedelta(days=1), subject="recent", chunks=(chunk("c1"),)))
@@ -149,14 +149,14 @@ def test_search_and_document_reads_are_audited(tmp_path: Path) -> None:
     with running(tmp_path) as env:
         _setup(env)
         alice = env.auth("alice", ["finance"])
-        before = datetime.now(timezone.utc)
+        before = datetime.now(UTC)
         r = HTTP.post(f"{env.url}/v1/search", json={"query": "revenue forecast", "top_k": 10},
                       headers={**alice, "x-request-id": "req-audit-1"})
         assert r.status_code == 200 and r.headers["x-request-id"] == "req-audit-1"
         hits = r.json()["hits"]
         assert {h["provenance"]["doc_id"] for h in hits} == {"reports/q3", "company/handbook"}
         [ev] = [e for e in _events(env) if e["request_id"] == "req-audit-1"]
-        assert before <= datetime.fromisoformat(ev["at"]) <= datetime.now(timezone.utc)
+        assert before <= datetime.fromisoformat(ev["at"]) <= datetime.now(UTC)
         assert ev["action"] == "search" and ev["status"] == 200
         assert ev["issuer"] == env.settings.auth.dev_issuer and ev["subject"] == "alice" and ev["tenant"] == "acme"
         who = HTTP.get(f"{env.url}/v1/whoami", headers=alice).json()
@@ -206,7 +206,7 @@ def test_admin_asks_who_saw_a_document(tmp_path: Path) -> None:
         _setup(env)
         env.search(env.auth("alice", ["finance"]), "revenue forecast")
         time.sleep(0.01)
-        cut = datetime.now(timezone.utc)
+        cut = datetime.now(UTC)
         assert HTTP.get(f"{env.url}/v1/documents/erp/reports/q3", headers=env.auth("bob", ["finance"])).status_code == 200
         env.search(env.auth("erin", []), "revenue forecast")  # sees only the handbook
         admin = env.auth("root", scopes=[ADMIN])
@@ -228,7 +228,7 @@ def test_cli_exports_jsonl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         _setup(env)
         env.search(env.auth("alice", ["finance"]), "revenue")
         time.sleep(0.01)
-        cut = datetime.now(timezone.utc)
+        cut = datetime.now(UTC)
         env.search(env.auth("bob", ["hr"]), "revenue bonus")
         HTTP.get(f"{env.url}/v1/documents/hr/cases/case-7", headers=env.auth("bob", ["hr"]))
         monkeypatch.setenv("CLEARANCE_STORAGE__DATA_DIR", str(tmp_path / "var"))

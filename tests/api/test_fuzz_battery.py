@@ -12,7 +12,7 @@ and inputs the engine or the catalog cannot take are 422s, not 500s.
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -49,7 +49,10 @@ def test_no_server_error_and_every_response_as_documented(outcome: FuzzOutcome, 
 def test_callers_reach_what_their_scopes_allow(outcome: FuzzOutcome) -> None:
     search, admin, anonymous = (outcome.per_identity[n] for n in ("search", "admin", "anonymous"))
     assert search.statuses[200] > 0 and search.statuses[403] > 0  # ingest and admin routes refuse her
-    assert admin.statuses[200] > 0 and admin.statuses[403] == 0
+    assert admin.statuses[200] > 0
+    # an admin is never refused for want of a scope; the write side may refuse it by design (not a
+    # writer of the source, a server folder outside ingest.allowed_roots)
+    assert set(admin.refusals) <= {"source_forbidden", "path_not_allowed"}, admin.refusals
     assert set(anonymous.statuses) <= {200, 401, 404}  # 200: /healthz and /readyz; 404: unroutable only
     assert anonymous.statuses[404] == sum(anonymous.unroutable.values())
 

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 from core.settings import AuthSettings, IngestSettings, IssuerSettings
-from tests.api.ops_env import HTTP, INGEST, break_sqlite_catalog, doc_ids, repair_sqlite_catalog, running, sample
 from testkit.oidc.harness import JwksServer, jwks, rsa_key
+from testkit.sources import register_source
+from tests.api.ops_env import HTTP, INGEST, break_sqlite_catalog, doc_ids, repair_sqlite_catalog, running, sample
 
 
 def test_ready_in_dev_mode(tmp_path: Path) -> None:
@@ -120,6 +121,7 @@ def test_filesystem_sync_sets_freshness(tmp_path: Path) -> None:
     (folder / "memo.txt").write_text("Revenue memo.")
     with running(tmp_path, ingest=IngestSettings(source_sla_s={"share": 1})) as env:
         assert HTTP.get(f"{env.url}/readyz").json()["stale_sources"] == ["share"]  # declared, never synced
+        register_source(env.services, "share", kind="filesystem", root=folder)  # dev mode: its root is readable
         r = HTTP.post(f"{env.url}/v1/ingest/jobs", json={"path": str(folder), "source": "share"},
                       headers=env.auth("etl", scopes=[INGEST]))
         assert r.status_code == 200

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from core.settings import IngestSettings
 from retrieval.embedder import HashEmbedder
+from testkit.sources import register_source
 from tests.api.ops_env import HTTP, INGEST, doc_ids, running, sample
 
 SEARCH_EP = "/v1/search"
@@ -46,6 +47,7 @@ def test_every_family_moves_with_traffic(tmp_path: Path) -> None:
         (folder / "acl.toml").write_text('[folders."."]\nallow = ["tenant:acme"]\n')
         (folder / "good.txt").write_text("Revenue grew in the north region.")
         (folder / "tool.exe").write_text("not a document")
+        register_source(env.services, "files", kind="filesystem", root=folder)
         r = HTTP.post(f"{env.url}/v1/ingest/jobs", json={"path": str(folder), "source": "files"}, headers=svc)
         assert r.status_code == 200 and r.json()["counts"] == {"added": 1, "failed": 1}
 

@@ -3,8 +3,8 @@ DELETE, fail-closed missing ACLs, data contracts and scope checks."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -13,6 +13,7 @@ from api.app import create_app
 from app.services import Services, build_services
 from core.settings import IngestSettings, SourceContract
 from retrieval.embedder import HashEmbedder
+from testkit.sources import register_sources
 from tests.conftest import LiveServer, make_settings
 
 HTTP = httpx.Client(timeout=60)  # the first parse in a process loads spaCy and the parsers
@@ -35,6 +36,7 @@ def env(tmp_path: Path) -> Iterator[tuple[Services, LiveServer, CountingEmbedder
     settings = make_settings(tmp_path, ingest=IngestSettings(contracts=contracts))
     emb = CountingEmbedder()
     services = build_services(settings, embedder=emb)
+    register_sources(services, ["erp", "crm"])  # writers: user:etl, the subject the tests push with
     with LiveServer(create_app(settings, services)) as server:
         yield services, server, emb
     services.close()

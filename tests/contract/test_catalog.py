@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -48,7 +48,7 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]
 
 
 def row(key: str = "acme/s/a.md", **kw: object) -> DocumentRow:
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     base: dict[str, object] = dict(key=key, tenant="acme", source="s", doc_id=key.split("/", 2)[2], uri="file:///a.md",
                                    modified_at=now, ingested_at=now, acl_allow=json.dumps(["group:a"]),
                                    point_ids=json.dumps(["p1", "p2"]))
@@ -60,7 +60,7 @@ def test_put_get_roundtrip_keeps_acl_and_ids(catalog: Catalog) -> None:
     catalog.put(row())
     got = catalog.get("acme/s/a.md")
     assert got is not None and got.acl.allow == frozenset({"group:a"}) and got.ids == ["p1", "p2"]
-    assert got.modified_at.replace(tzinfo=timezone.utc) == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert got.modified_at.replace(tzinfo=UTC) == datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_put_replaces_and_remove_deletes(catalog: Catalog) -> None:

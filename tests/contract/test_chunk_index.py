@@ -8,8 +8,9 @@ prefetch of a hybrid query, and for scroll and count; deny beats allow; tenants 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -67,9 +68,9 @@ def query(mode: str, text: str, limit: int = 10) -> IndexQuery:
 
 
 def flt(s: Scope):  # noqa: ANN201
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return compile_scope(s, now=datetime.fromtimestamp(NOW, timezone.utc))
+    return compile_scope(s, now=datetime.fromtimestamp(NOW, UTC))
 
 
 CORPUS = [
@@ -219,3 +220,95 @@ def test_estimate_is_a_plausible_count(index: ChunkIndex) -> None:
     assert index.count(wide) == 200 and index.count(narrow) == 5
     assert 0 <= index.estimate(narrow) <= index.estimate(wide) <= 200
     assert index.estimate(wide) >= 100
+
+
+# -- the search service's agent shapes on every backend: grouping, pages, metadata filters ------
+
+def _service(index: ChunkIndex, fields: dict[str, str] | None = None):  # noqa: ANN202
+    from core.settings import RetrievalSettings
+    from retrieval.service import SearchService
+
+    return SearchService(RetrievalSettings(exact_below_points=0), index, EMB, BM25, metadata_fields=fields)
+
+
+def _many(doc: str, n: int, allow: list[str], word: str = "zebra") -> list[IndexPoint]:
+    return [point(doc, i, f"{word} {' '.join([word] * (n - i))} filler {doc} part {i}", allow) for i in range(n)]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_group_by_document_gives_one_entry_per_document(index: ChunkIndex, mode: str) -> None:
+    from datetime import datetime
+
+    index.upsert(_many("big", 12, ["tenant:acme"]) + _many("mid", 4, ["tenant:acme"]) + _many("small", 2, ["tenant:acme"])
+                 + _many("hidden", 6, ["group:hr"]))
+    s = Scope(Entitlements("u", "iss", "acme", frozenset({"user:u", "tenant:acme"})),
+              modified_after=datetime.fromtimestamp(NOW - 10 * DAY, UTC))
+    res = _service(index).search(s, "zebra", top_k=3, mode=mode, group_by="document", chunks_per_document=2)
+    assert res.documents is not None
+    docs = [g.doc_id for g in res.documents]
+    assert sorted(docs) == ["big", "mid", "small"] and len(set(docs)) == 3
+    assert all(1 <= len(g.hits) <= 2 and {h.doc_id for h in g.hits} == {g.doc_id} for g in res.documents)
+    assert [g.score for g in res.documents] == sorted((g.score for g in res.documents), reverse=True)
+    assert all(g.score == g.hits[0].score >= g.hits[-1].score for g in res.documents)
+    assert [h.id for h in res.hits] == [h.id for g in res.documents for h in g.hits]  # what is audited
+    one = _service(index).search(s, "zebra", top_k=1, mode=mode, group_by="document", chunks_per_document=5)
+    assert one.documents is not None and len(one.documents) == 1 and one.more
+
+
+@pytest.mark.parametrize("group_by", ["chunk", "document"])
+def test_pages_never_repeat_and_stay_in_scope(index: ChunkIndex, group_by: str) -> None:
+    from retrieval.cursor import digest
+
+    index.upsert(_many("a", 5, ["tenant:acme"]) + _many("b", 5, ["group:finance"]) + _many("c", 5, ["group:hr"])
+                 + _many("d", 3, ["tenant:acme"], word="zebra") + [point("e", 0, "zebra", ["tenant:acme"], ["user:u"])])
+    s = scope("user:u", "group:finance", "tenant:acme")
+    svc, seen, shown, pages = _service(index), frozenset[str](), [], 0
+    while True:
+        res = svc.search(s, "zebra", top_k=2, mode="bm25", group_by=group_by, chunks_per_document=10, seen=seen)  # type: ignore[arg-type]
+        shown += [h for h in res.hits]
+        seen = seen | {digest(i) for i in res.handed_out()}
+        pages += 1
+        if not res.more:
+            break
+        assert pages < 20
+    assert len({h.id for h in shown}) == len(shown) == 13  # every visible chunk exactly once
+    assert {h.doc_id for h in shown} == {"a", "b", "d"}
+
+
+def test_metadata_filters_only_narrow(index: ChunkIndex) -> None:
+    from core.errors import InvalidRequestError
+    from retrieval.scope_filter import parse_metadata_filters
+
+    def meta_point(doc: str, allow: list[str], **metadata: object) -> IndexPoint:
+        p = point(doc, 0, f"zebra report {doc}", allow)
+        return IndexPoint(p.id, p.dense, p.sparse, {**p.payload, "metadata": metadata})
+
+    index.upsert([
+        meta_point("emea-big", ["tenant:acme"], region="emea", amount=500, tags=["x", "y"], final="true", signed=1.7e9),
+        meta_point("emea-small", ["tenant:acme"], region="emea", amount=5, tags=["y"], final="false", signed=1.6e9),
+        meta_point("apac", ["tenant:acme"], region="apac", amount=50, tags=["z"], final="true", signed=1.8e9),
+        meta_point("emea-hidden", ["group:hr"], region="emea", amount=500, tags=["x"], final="true", signed=1.7e9),
+    ])
+    fields = {"region": "str", "amount": "int", "tags": "list", "final": "bool", "score": "float", "signed": "date"}
+    svc, s = _service(index, fields), scope("user:u", "tenant:acme")
+
+    def docs(raw: dict[str, object], mode: str = "bm25") -> set[str]:
+        res = svc.search(s, "zebra report", top_k=50, mode=mode, metadata=parse_metadata_filters(raw))  # type: ignore[arg-type]
+        return {h.doc_id for h in res.hits}
+
+    assert docs({}) == {"emea-big", "emea-small", "apac"}
+    for mode in ("bm25", "dense", "hybrid"):
+        assert docs({"region": "emea"}, mode) == {"emea-big", "emea-small"}
+    assert docs({"region": ["emea", "apac"]}) == {"emea-big", "emea-small", "apac"}
+    assert docs({"amount": {"gte": 10, "lt": 500}}) == {"apac"}
+    assert docs({"amount": {"gte": 50}}) == {"emea-big", "apac"}
+    assert docs({"amount": [5, 500]}) == {"emea-big", "emea-small"}
+    assert docs({"tags": "y"}) == {"emea-big", "emea-small"}
+    assert docs({"final": True, "region": "emea"}) == {"emea-big"}
+    # dates are stored as epoch seconds (ingest.contracts.typed_metadata): 1.7e9 is 2023-11-14
+    assert docs({"signed": {"gte": "2023-01-01", "lt": "2024-01-01"}}) == {"emea-big"}
+    assert docs({"signed": {"gte": "2023-11-14T22:13:20+00:00"}}) == {"emea-big", "apac"}
+    for bad in ({"owner": "bob"}, {"region": {"gte": 1}}, {"amount": "five"}, {"score": 1.5}, {"final": "yes"},
+                {"amount": {"gte": None}}, {"region": []}):
+        with pytest.raises(InvalidRequestError):
+            docs(bad)  # type: ignore[arg-type]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 import threading
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from pydantic import SecretStr
@@ -45,7 +45,7 @@ def services(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service
 
 def doc(text_: str, *allow: str) -> SourceDocument:
     return SourceDocument("push", "race", "push://race", "race.txt", text_.encode(), Acl(frozenset(allow)),
-                          datetime(2026, 1, 1, tzinfo=timezone.utc))
+                          datetime(2026, 1, 1, tzinfo=UTC))
 
 
 def test_put_racing_patch_and_delete_leaves_catalog_and_index_agreeing(services: Services) -> None:

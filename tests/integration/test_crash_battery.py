@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app.services import build_services
@@ -35,11 +35,11 @@ def test_a_kill_at_every_phase_loses_duplicates_and_orphans_nothing(tmp_path: Pa
 def _doc(doc_id: str, paragraphs: int) -> SourceDocument:
     text = "\n\n".join(f"Paragraph {i} of the revenue forecast for the board meeting." for i in range(paragraphs))
     return SourceDocument("push", doc_id, f"push://{doc_id}", f"{doc_id}.txt", text.encode(),
-                          Acl(frozenset({"group:finance"})), datetime(2026, 1, 1, tzinfo=timezone.utc))
+                          Acl(frozenset({"group:finance"})), datetime(2026, 1, 1, tzinfo=UTC))
 
 
 def _settings(tmp_path: Path):  # noqa: ANN202
-    return make_settings(tmp_path, ingest=IngestSettings(chunk_chars=100, chunk_overlap_chars=0))
+    return make_settings(tmp_path, ingest=IngestSettings(chunk_chars=100, chunk_overlap_chars=0, min_chunk_chars=0))
 
 
 def _push_and_die(tmp: str) -> None:

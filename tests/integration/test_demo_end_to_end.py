@@ -7,8 +7,7 @@ only if the manifest grants the caller that document.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest

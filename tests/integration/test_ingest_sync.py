@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -156,13 +157,13 @@ def test_kill_9_during_ingest_recovers_consistently(tmp_path: Path) -> None:
 
 
 def test_same_document_twice_in_one_batch_ends_as_the_last_version(services: Services) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from core.types import Acl, SourceDocument
 
     def doc(text: str, group: str) -> SourceDocument:
         return SourceDocument("push", "x", "push://x", "x.txt", text.encode(), Acl(frozenset({group})),
-                              datetime(2026, 1, 1, tzinfo=timezone.utc))
+                              datetime(2026, 1, 1, tzinfo=UTC))
 
     long = "\n\n".join(f"Paragraph {i} about revenue forecast. " * 30 for i in range(8))
     results = services.ingestor.apply_many([doc(long, "group:finance"), doc("short revenue forecast", "group:hr")])

@@ -13,9 +13,9 @@ import pytest
 
 from battery import restart
 from battery.loadgen import PERSONAS, Target, oracle_count, query_texts, run_load, tokens
-from bench.server import start_server
 from bench.corpus import _seed
 from bench.engine import build, index_path
+from bench.server import start_server
 from retrieval.bm25 import Bm25Encoder
 from tests.conftest import DATASETS, free_port
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -25,11 +26,12 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from app.services import Services, build_services
-from core.settings import AuthSettings, IssuerSettings
+from core.settings import AuthSettings, IngestSettings, IssuerSettings
 from ingest.manifest import AclManifest
 from ingest.sources import FilesystemSource
-from tests.conftest import LiveServer, make_settings
 from testkit.oidc.harness import NodeUnavailable, OidcProvider
+from testkit.sources import register_source
+from tests.conftest import LiveServer, make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -106,10 +108,17 @@ def group_map(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def deployment(provider: OidcProvider, corpus: Path, group_map: Path,
+def inboxes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one folder the server may read for folder jobs (ingest.allowed_roots)."""
+    return tmp_path_factory.mktemp("inboxes")
+
+
+@pytest.fixture(scope="module")
+def deployment(provider: OidcProvider, corpus: Path, group_map: Path, inboxes: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Services, LiveServer]]:
     auth = AuthSettings(mode="oidc", issuers=[_issuer(provider)], jwks_cooldown_s=1.0, group_map_path=group_map)
-    settings = make_settings(tmp_path_factory.mktemp("clearance"), auth=auth)
+    settings = make_settings(tmp_path_factory.mktemp("clearance"), auth=auth,
+                             ingest=IngestSettings(allowed_roots=[inboxes]))
     services = build_services(settings)
     report = services.ingestor.sync(FilesystemSource(corpus, "kb"))
     assert report.errors == [] and report.counts == {"added": len(DOCS)}
@@ -183,10 +192,12 @@ def test_whoami_shows_principals_from_the_idp(provider: OidcProvider, deployment
     assert bob["principals"] == ["group:hr", "role:service", "tenant:acme", "user:corp/bob"]  # HR_GUID mapped
 
 
-def test_ingest_needs_the_ingest_scope(provider: OidcProvider, tmp_path: Path,
+def test_ingest_needs_the_ingest_scope(provider: OidcProvider, inboxes: Path,
                                        deployment: tuple[Services, LiveServer]) -> None:
-    _, server = deployment
-    inbox = tmp_path / "inbox"
+    services, server = deployment
+    inbox = inboxes / "inbox"
+    # a filesystem source its connector (the ingest-bot service account) may write
+    register_source(services, "inbox", kind="filesystem", root=inbox, writers=["user:corp/ingest-bot"])
     (inbox / "finance").mkdir(parents=True)
     (inbox / "finance" / "memo.md").write_text("# Memo\n\nQuokka acquisition memo for finance.\n", "utf-8")
     (inbox / "acl.toml").write_text('[folders."finance"]\nallow = ["group:finance"]\n', "utf-8")

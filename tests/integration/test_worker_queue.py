@@ -8,14 +8,12 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from app.services import build_services
+from ingest.worker import enqueue_folder, run_worker
 from store.catalog import Catalog
 from store.queue import Enqueued, WorkQueue
-from ingest.worker import enqueue_folder, run_worker
-from tests.contract.test_catalog import catalog  # noqa: F401  (the SQLite + PostgreSQL fixture)
 from tests.conftest import make_settings
+from tests.contract.test_catalog import catalog  # noqa: F401  (the SQLite + PostgreSQL fixture)
 from tests.integration.test_ingest_sync import check_consistent, visible, write_tree
 
 

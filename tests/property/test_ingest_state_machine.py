@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hypothesis import settings as hsettings
@@ -43,7 +43,7 @@ class IngestMachine(RuleBasedStateMachine):
 
     def _doc(self, doc_id: str, text: str, acl: Acl) -> SourceDocument:
         return SourceDocument("push", doc_id, f"push://{doc_id}", f"{doc_id}.txt", text.encode(), acl,
-                              datetime(2026, 1, 1, tzinfo=timezone.utc))
+                              datetime(2026, 1, 1, tzinfo=UTC))
 
     @rule(n=st.integers(0, 7), text=text_st, acl=acl_st)
     def put(self, n: int, text: str, acl: Acl) -> None:

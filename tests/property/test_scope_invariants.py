@@ -11,9 +11,8 @@ alone (never from ranking):
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -77,7 +76,7 @@ def test_every_read_path_matches_the_oracle(shared_index: ChunkIndex, docs: list
         with pytest.raises(EmptyScopeError):
             compile_scope(scope)
         return
-    flt = compile_scope(scope, now=datetime.fromtimestamp(NOW, timezone.utc))
+    flt = compile_scope(scope, now=datetime.fromtimestamp(NOW, UTC))
 
     def visible(m: dict) -> bool:
         return (m["tenant"] == tenant and bool(m["allow"] & principals) and not (m["deny"] & principals)

@@ -8,8 +8,9 @@ principals. Issuers use static keys here; remote key handling is in test_auth_jw
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 

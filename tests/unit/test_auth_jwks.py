@@ -18,8 +18,8 @@ import email.utils
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -32,8 +32,8 @@ from auth.principals import ClaimsResolver
 from auth.validator import TokenValidator, TrustedIssuer
 from core.errors import AuthenticationError, BackendUnavailableError
 from core.settings import AuthSettings, IssuerSettings
-from tests.conftest import LiveServer, make_settings
 from testkit.oidc.harness import JwksServer, claims, compact, jwks, mint, rsa_key
+from tests.conftest import LiveServer, make_settings
 
 K1, K2 = rsa_key("k1"), rsa_key("k2")
 ATTACKER = rsa_key("attacker")

@@ -12,24 +12,31 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from api.app import create_app
 from app.services import Services, build_services
 from auth.keys import RemoteJwks, StaticKeys
 from auth.validator import TokenValidator, TrustedIssuer
 from battery.token_corpus import (
-    CASES, REJECT_CODES, SAFE_CHALLENGE, Ctx, corpus_context, issuer_settings, swap_header,
+    CASES,
+    REJECT_CODES,
+    SAFE_CHALLENGE,
+    Ctx,
+    corpus_context,
+    issuer_settings,
+    swap_header,
 )
 from core.errors import AuthenticationError
 from core.settings import AuthSettings
-from tests.conftest import LiveServer, make_settings
 from testkit.oidc.harness import DROP, b64, jwks, mint, segment, signature
-
+from tests.conftest import LiveServer, make_settings
 
 # ------------------------------------------------------------------ fixtures
 

@@ -9,7 +9,7 @@ floor; Qdrant's Lucene-style ln(1 + (N-n+.5)/(n+.5))) and in tie order.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,7 @@ def test_top10_overlap_with_rank_bm25_on_scifact(tmp_path: Path) -> None:
                  for i, d in enumerate(docs)]
         for start in range(0, len(batch), 1000):
             index.upsert(batch[start:start + 1000])
-        flt = compile_scope(Scope(Entitlements("u", "i", "t", frozenset({"tenant:t"}))), now=datetime.now(timezone.utc))
+        flt = compile_scope(Scope(Entitlements("u", "i", "t", frozenset({"tenant:t"}))), now=datetime.now(UTC))
         overlaps = []
         for q in queries:
             expected = {docs[i]["_id"] for i in np.argsort(-ref.get_scores(tokenize(q["text"])))[:10]}

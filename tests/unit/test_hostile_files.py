@@ -3,8 +3,8 @@ sandbox, and neither the caller nor the sandbox worker goes down."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from functools import cache
 
 import pytest
 
@@ -59,7 +59,7 @@ CASES: list[tuple[str, Callable[[], bytes], str, dict[str, object]]] = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def content(name: str) -> bytes:
     return next(make for n, make, _, _ in CASES if n == name)()
 
@@ -83,7 +83,7 @@ def test_sandbox_maps_every_case_and_its_worker_survives() -> None:
     pool.warm()
     before = pool.pids
     got = {}
-    for name, _, code, overrides in CASES:
+    for name, _, _code, overrides in CASES:
         try:
             parse_isolated(name, content(name), IngestSettings(**overrides))  # type: ignore[arg-type]
             got[name] = "ok"

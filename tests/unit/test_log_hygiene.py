@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from tests.api.ops_env import ADMIN, HTTP, INGEST, running
 from testkit.log_hygiene import LeakScanner, find_secrets
+from tests.api.ops_env import ADMIN, HTTP, INGEST, running
 
 JWT_SAMPLE = ("eyJhbGciOiJSUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiJhbGljZSJ9."
               "c2lnbmF0dXJlLWJ5dGVzLWhlcmUtYW5kLXRoZXJl")
@@ -88,6 +88,8 @@ def test_a_full_api_run_logs_no_token_and_tags_every_request_line(tmp_path: Path
             return {"authorization": f"Bearer {t}"}
 
         url = env.url
+        assert HTTP.post(f"{url}/v1/admin/sources", headers=bearer(admin),
+                         json={"name": "erp", "kind": "push", "writers": ["user:etl"]}).status_code == 201
         assert HTTP.put(f"{url}/v1/sources/erp/documents/q3", headers=bearer(ingest),
                         json={"filename": "q3.txt", "content": "revenue forecast", "acl": {"allow": ["group:finance"]}}
                         ).status_code == 200

@@ -9,7 +9,7 @@ import signal
 import statistics
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

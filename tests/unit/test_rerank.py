@@ -4,6 +4,7 @@ packaged reranker exists offline, so the test makes one from the packaged MiniLM
 from __future__ import annotations
 
 import random
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,7 @@ def test_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_search_service_reranks_within_the_scope(tiny_cross_encoder: Path, tmp_path: Path) -> None:
     """The rerank stage reorders scoped candidates and never surfaces a hidden chunk."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from app.services import build_services
     from core.settings import RetrievalSettings
@@ -86,7 +87,7 @@ def test_search_service_reranks_within_the_scope(tiny_cross_encoder: Path, tmp_p
     services = build_services(settings)
     try:
         rng = random.Random(3)
-        when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        when = datetime(2026, 1, 1, tzinfo=UTC)
         docs = [SourceDocument("s", f"d{i}", f"s://d{i}", f"d{i}.txt", (_passage(rng, t) + " holiday").encode(),
                                Acl(frozenset({"group:a"})), when) for i, t in enumerate(TOPICS)]
         docs.append(SourceDocument("s", "hidden", "s://h", "h.txt", (_passage(rng, "salary") + " holiday").encode(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -10,7 +10,7 @@ from core.errors import EmptyScopeError
 from core.types import Entitlements, Scope
 from retrieval.scope_filter import F_ALLOW, F_DENY, F_MODIFIED, F_SOURCE, F_TENANT, Match, Range, compile_scope
 
-NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def ent(*principals: str, tenant: str = "acme") -> Entitlements:
