@@ -29,7 +29,7 @@ never more).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from auth.errors import token_error
 from auth.group_map import GroupMap
@@ -49,13 +49,13 @@ class GroupDirectory(Protocol):
         ...
 
 
-def claim(claims: dict[str, Any], path: str) -> Any:
+def claim(claims: dict[str, object], path: str) -> object:
     """The claim at ``path``: the whole name first (``cognito:groups``), then dotted parts."""
     if not path:
         return None
     if path in claims:
         return claims[path]
-    cur: Any = claims
+    cur: object = claims
     for part in path.split("."):
         if not isinstance(cur, dict) or part not in cur:
             return None
@@ -63,7 +63,7 @@ def claim(claims: dict[str, Any], path: str) -> Any:
     return cur
 
 
-def _values(value: Any) -> list[Any]:
+def _values(value: object) -> list[object]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list):
@@ -71,7 +71,7 @@ def _values(value: Any) -> list[Any]:
     return []
 
 
-def principal(kind: str, value: Any) -> str | None:
+def principal(kind: str, value: object) -> str | None:
     """``kind:value`` when it is a principal under the one grammar, else None."""
     if not isinstance(value, str):
         return None
@@ -79,7 +79,7 @@ def principal(kind: str, value: Any) -> str | None:
     return p if principal_problem(p) is None else None
 
 
-def clean_name(value: Any) -> str | None:
+def clean_name(value: object) -> str | None:
     if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS:
         return None
     if value != value.strip() or not value.isprintable():
@@ -160,13 +160,13 @@ class ClaimsResolver:
         return out
 
     @staticmethod
-    def _scopes(value: Any) -> frozenset[str]:
+    def _scopes(value: object) -> frozenset[str]:
         if isinstance(value, str):
             return frozenset(value.split())
         return frozenset(s for s in map(clean_name, _values(value)) if s and " " not in s)
 
 
-def _overage(claims: dict[str, Any], groups_claim: str) -> bool:
+def _overage(claims: dict[str, object], groups_claim: str) -> bool:
     names = claims.get("_claim_names")
     if isinstance(names, dict) and groups_claim.split(".")[0] in names:
         return True

@@ -30,11 +30,11 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import NoReturn
 
 from joserfc import jws
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import Key, KeySet
 from joserfc.jwt import JWTClaimsRegistry
 from joserfc.util import urlsafe_b64decode
 
@@ -66,8 +66,8 @@ class ValidatedToken:
     """A token whose signature and claims passed; ``claims`` are the verified payload."""
 
     issuer: IssuerSettings
-    header: dict[str, Any]
-    claims: dict[str, Any]
+    header: dict[str, object]
+    claims: dict[str, object]
 
 
 class TokenValidator:
@@ -120,7 +120,7 @@ class TokenValidator:
         self._check_claims(cfg, claims)
         return ValidatedToken(cfg, header, claims)
 
-    def _parse(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _parse(self, token: str) -> tuple[dict[str, object], dict[str, object]]:
         if not isinstance(token, str) or not token:
             raise token_error("token missing")
         if len(token) > self.max_token_bytes:
@@ -135,7 +135,7 @@ class TokenValidator:
         return _json_segment(parts[0]), _json_segment(parts[1])
 
     @staticmethod
-    def _check_type(cfg: IssuerSettings, header: dict[str, Any]) -> None:
+    def _check_type(cfg: IssuerSettings, header: dict[str, object]) -> None:
         typ = header.get("typ")
         if typ is None:
             if cfg.require_at_jwt:
@@ -148,7 +148,7 @@ class TokenValidator:
             return
         raise token_error("not an access token (typ)")
 
-    def _check_claims(self, cfg: IssuerSettings, claims: dict[str, Any]) -> None:
+    def _check_claims(self, cfg: IssuerSettings, claims: dict[str, object]) -> None:
         registry = JWTClaimsRegistry(
             now=lambda: int(self._clock()),
             leeway=cfg.leeway_s,
@@ -166,12 +166,12 @@ class TokenValidator:
             raise token_error("ID tokens are not accepted")
 
 
-def _looks_like_id_token(claims: dict[str, Any]) -> bool:
+def _looks_like_id_token(claims: dict[str, object]) -> bool:
     return (any(k in claims for k in ("nonce", "at_hash", "c_hash"))
             or claims.get("typ") == "ID" or claims.get("token_use") == "id")
 
 
-def _candidates(keys: KeySet, kid: str | None, alg: str) -> list[Any]:
+def _candidates(keys: KeySet, kid: str | None, alg: str) -> list[Key]:
     """Keys of the issuer that may verify ``alg`` for this ``kid`` (never from token headers)."""
     kty, crv = _KEY_FOR_ALG[alg]
     pool = [k for k in keys.keys if k.kid == kid] if kid is not None else (keys.keys if len(keys.keys) == 1 else [])
@@ -186,7 +186,7 @@ def _candidates(keys: KeySet, kid: str | None, alg: str) -> list[Any]:
     return out
 
 
-def _json_segment(seg: str) -> dict[str, Any]:
+def _json_segment(seg: str) -> dict[str, object]:
     try:
         raw = urlsafe_b64decode(seg.encode("ascii"))
     except (ValueError, TypeError):
@@ -194,7 +194,7 @@ def _json_segment(seg: str) -> dict[str, Any]:
     return _json_object(raw)
 
 
-def _json_object(raw: bytes) -> dict[str, Any]:
+def _json_object(raw: bytes) -> dict[str, object]:
     try:
         value = json.loads(raw, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -204,12 +204,12 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     out = dict(pairs)
     if len(out) != len(pairs):
         raise ValueError("duplicate member names")  # parsers disagree on which one wins
     return out
 
 
-def _no_constants(name: str) -> Any:
+def _no_constants(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")

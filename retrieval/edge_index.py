@@ -20,14 +20,14 @@ import qdrant_edge as qe
 
 from core.errors import BackendUnavailableError
 from core.types import SearchMode
-from retrieval.engine_filter import FilterDialect, translate
+from retrieval.engine_filter import FilterDialect, homogeneous, translate
 from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
 from retrieval.payload import FLOAT_FIELDS, KEYWORD_FIELDS, TENANT_FIELD
 from retrieval.scope_filter import CompiledFilter
 from retrieval.unavailable import engine_call
 
 EDGE_FILTERS: FilterDialect[qe.FieldCondition, qe.Filter] = FilterDialect(
-    match_any=lambda key, values: qe.FieldCondition(key=key, match=qe.MatchAny(any=values)),
+    match_any=lambda key, values: qe.FieldCondition(key=key, match=qe.MatchAny(any=homogeneous(values))),
     range=lambda key, gte, lt: qe.FieldCondition(key=key, range=qe.RangeFloat(gte=gte, lt=lt)),
     filter=lambda must, must_not: qe.Filter(must=list[Any](must), must_not=list[Any](must_not) or None),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from retrieval.scope_filter import CompiledFilter, Condition, Match
 
@@ -20,9 +20,19 @@ F = TypeVar("F")  # an engine's filter type
 
 @dataclass(frozen=True)
 class FilterDialect(Generic[C, F]):
-    match_any: Callable[[str, list[Any]], C]  # strings, or integers (int metadata fields)
+    match_any: Callable[[str, list[str | int]], C]  # strings, or integers (int metadata fields)
     range: Callable[[str, float | None, float | None], C]
     filter: Callable[[list[C], list[F]], F]
+
+
+def homogeneous(values: list[str | int]) -> list[str] | list[int]:
+    """The engines match a field against strings or against integers, never a mix."""
+    ints = [v for v in values if isinstance(v, int)]
+    if len(ints) == len(values):
+        return ints
+    if ints:
+        raise ValueError("a match list mixes strings and integers")
+    return [str(v) for v in values]
 
 
 def translate(flt: CompiledFilter, dialect: FilterDialect[C, F]) -> F:

@@ -15,14 +15,14 @@ from qdrant_client import QdrantClient, models
 from core.errors import BackendUnavailableError
 from core.settings import QdrantSettings
 from core.types import SearchMode
-from retrieval.engine_filter import FilterDialect, translate
+from retrieval.engine_filter import FilterDialect, homogeneous, translate
 from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
 from retrieval.payload import FLOAT_FIELDS, KEYWORD_FIELDS, TENANT_FIELD
 from retrieval.scope_filter import CompiledFilter
 from retrieval.unavailable import engine_call
 
 SERVER_FILTERS: FilterDialect[models.FieldCondition, models.Filter] = FilterDialect(
-    match_any=lambda key, values: models.FieldCondition(key=key, match=models.MatchAny(any=values)),
+    match_any=lambda key, values: models.FieldCondition(key=key, match=models.MatchAny(any=homogeneous(values))),
     range=lambda key, gte, lt: models.FieldCondition(key=key, range=models.Range(gte=gte, lt=lt)),
     filter=lambda must, must_not: models.Filter(must=list[Any](must), must_not=list[Any](must_not) or None),
 )
