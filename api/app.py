@@ -23,6 +23,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services or build_services(settings)
+        app.state.services.catalog.interrupt_orphaned_jobs()  # jobs whose process died (JobState)
         warn_tenant_mismatch(app.state.services)  # logs only: /readyz says degraded with the tenants
         try:
             async with mcp_endpoint.running():  # the MCP transport's task group (api.mcp)

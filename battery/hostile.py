@@ -1,6 +1,6 @@
 """Hostile-file battery: hundreds of hostile, broken and valid files through one real ingest job.
 
-``python -m battery.hostile [--files 300] [--seed N]``
+``python -m battery.hostile [--files 500] [--seed N] [--in-process]``
 
 Generates the files into a temporary source tree from a seeded generator (zip bombs by ratio, by
 total size and by member count, and XML bombs — billion laughs, quadratic blow-up, external and
@@ -12,13 +12,20 @@ bombs, huge PDFs; truncated files of every format and truncated members; encrypt
 and Office files; wrong extensions; binary garbage; empty files; huge single lines; amplifying
 e-mail: thousands of short body lines, an unclosed multipart, tens of thousands of sibling parts;
 e-mail in an unknown charset; unsupported types; valid files of every format mixed in), then runs
-one sync job over it through the production pipeline (``Ingestor.sync``: the sandboxed parser,
-the catalog, Qdrant Edge; hash embedder) and checks:
+one sync job over it through the production pipeline (the sandboxed parser, the catalog, Qdrant
+Edge; hash embedder): as a new user runs it, ``clearance ingest`` in a process of its own, its
+whole process tree (the CLI, the parser template, its workers) polled for RSS every 50 ms (the
+summed RSS at one instant, forked workers' shared pages counted in each: an upper bound; goal
+1.5 GB, ``TREE_RSS_GOAL``), or with ``--in-process`` (and in the fast test) ``Ingestor.sync`` in
+this process. It checks:
 
 - the job completed and every file has exactly one outcome in it;
 - every bad file failed with a stable error code (a key of ``ingest.parse.ERROR_CODES``), and
   the one its kind calls for; truncated text formats may also parse (what is left is text);
-- every valid file was ingested, and the catalog and the index agree exactly afterwards;
+- every valid file was ingested and is found by a BM25 search for its title, and the catalog
+  and the index agree exactly afterwards;
+- no file cost more (its job item's time) than ``parse_timeout_s`` plus embedding
+  ``max_chunks_per_document`` chunks with the configured embedder (measured here);
 - peak RSS of the parser processes (the template and every worker it forked) stayed within
   1 GiB: ``VmHWM`` of each, polled every 20 ms while the job runs, and, in this command,
   ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` once the parser pool has been stopped and reaped (an
@@ -60,6 +67,7 @@ from battery.result import exit_code, write_result
 
 SOURCE = "hostile"
 RSS_LIMIT = 1024 * 1024 * 1024
+TREE_RSS_GOAL = 1_500_000_000  # the CLI sync's whole process tree (parent, template, workers): 1.5 GB
 OK = "ok"  # the expected outcome of a file that must be ingested
 OFFICE = ("docx", "xlsx", "pptx")
 TEXTS = ("txt", "md", "html", "csv", "eml")
@@ -216,7 +224,8 @@ def empty(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozense
 def huge_line(rng: random.Random, i: int, small: bool) -> tuple[str, bytes, frozenset[str]]:
     if i % 2 == 0:  # plain text: any line length is fine
         mib = 2 if small else rng.choice((4, 8, 16))
-        return f"line-{mib}mib.txt", H.huge_line_txt(mib << 20), _codes(OK)
+        # 16 MiB of text is more than ingest.max_chunks_per_document (20,000) chunks: refused
+        return f"line-{mib}mib.txt", H.huge_line_txt(mib << 20), _codes("too_many_chunks" if mib >= 16 else OK)
     if (i // 2) % 2:  # libxml2 would silently drop a text node this long: refused
         return "line-11mib.html", b"<p>" + H.huge_line_txt(11 << 20) + b"</p>", _codes("too_large")
     return "line-11mib.md", b"# T\n\n" + H.huge_line_txt(11 << 20), _codes("too_large")
@@ -422,15 +431,111 @@ class _NetworkLog(logging.Handler):
             self.files.append(str(record.args[0]) if isinstance(record.args, tuple) else "?")
 
 
+class TreeMonitor:
+    """Polls a process and every descendant (the CLI, the parser template, its workers): the peak
+    of their summed RSS at one instant (shared pages of forked workers counted in each, so an
+    upper bound), each one's ``VmHWM``, and any inet socket any of them holds."""
+
+    def __init__(self, pid: int, interval_s: float = 0.05) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.tree_peak = 0
+        self.peak: dict[int, int] = {}
+        self.connections: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-monitor", daemon=True)
+
+    def __enter__(self) -> TreeMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil
+
+        tick = 0
+        while not self._stop.is_set():
+            tick += 1
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                procs = []
+            total = 0
+            for p in procs:
+                try:
+                    with open(f"/proc/{p.pid}/status") as f:
+                        status = f.read()
+                    rss = re.search(r"VmRSS:\s+(\d+) kB", status)
+                    hwm = re.search(r"VmHWM:\s+(\d+) kB", status)
+                    total += int(rss.group(1)) * 1024 if rss else 0
+                    if hwm:
+                        self.peak[p.pid] = max(self.peak.get(p.pid, 0), int(hwm.group(1)) * 1024)
+                    if tick % 5 == 0:
+                        for c in p.net_connections(kind="inet"):
+                            self.connections.append(f"pid {p.pid}: {c.laddr} -> {c.raddr} {c.status}")
+                except (OSError, psutil.Error):
+                    pass  # it ended between the listing and the read
+            self.tree_peak = max(self.tree_peak, total)
+            self._stop.wait(self.interval_s)
+
+
+def _cli_sync(root: Path, work: Path, timeout_s: float) -> dict[str, Any]:
+    """``clearance ingest <root> --source hostile`` in a process of its own (as a new user runs
+    it), its process tree watched (``TreeMonitor``); its log is scanned for the workers' network
+    guard (``parse.network_blocked ... attempts=N``)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "CLEARANCE_STORAGE__DATA_DIR": str(work / "var"), "CLEARANCE_EMBEDDER__KIND": "hash"}
+    cmd = [sys.executable, "-c", "from cli.main import run; run()", "ingest", str(root), "--source", SOURCE]
+    log_path = work / "cli-sync.log"
+    t0 = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=log)
+        with TreeMonitor(proc.pid) as tree:
+            try:
+                rc = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+    wall = time.monotonic() - t0
+    text = log_path.read_text(errors="replace")
+    guard = sum(int(n) for n in re.findall(r"parse\.network_blocked[^\n]*?attempts=(\d+)", text))
+    parsers = {pid: hwm for pid, hwm in tree.peak.items() if pid != proc.pid}
+    return {"returncode": rc, "wall_s": wall, "tree_peak": tree.tree_peak, "parser_peak": max(parsers.values(), default=0),
+            "parent_peak": tree.peak.get(proc.pid, 0), "processes": len(tree.peak), "connections": tree.connections,
+            "guard_attempts": guard, "log_tail": text[-2000:]}
+
+
+def _embed_cost_s(settings: Any) -> float:
+    """Seconds the configured embedder takes for ``max_chunks_per_document`` chunks of
+    ``chunk_chars`` characters, in ``batch_chunks`` slices (a file's embedding budget)."""
+    from retrieval.embedder import build_embedder
+
+    emb = build_embedder(settings.embedder)
+    n, step = settings.ingest.max_chunks_per_document, settings.ingest.batch_chunks
+    text = ("lorem ipsum dolor sit amet " * 100)[:settings.ingest.chunk_chars]
+    t0 = time.monotonic()
+    for k in range(0, n, step):
+        emb.embed([f"{k + j} {text}" for j in range(min(step, n - k))])
+    return time.monotonic() - t0
+
+
 # -- the battery ---------------------------------------------------------------------------------
 
 
 @dataclass
 class HostileConfig:
-    files: int = 300
+    files: int = 500
     seed: int = 9
     small: bool = False  # smaller bombs and huge files (fast tests)
     rusage_bound: bool = True  # also bound RSS by RUSAGE_CHILDREN (only meaningful in a process of its own)
+    via_cli: bool = False  # the sync through `clearance ingest` in a process of its own (its tree measured)
+    cli_timeout_s: float = 3600.0
     work_dir: Path | None = None
     log: Callable[[str], None] = print
 
@@ -515,15 +620,24 @@ def run_battery(cfg: HostileConfig) -> dict[str, Any]:
     sandbox_log = logging.getLogger("ingest.sandbox")
     sandbox_log.addHandler(net)
     violations: list[str] = []
+    cli: dict[str, Any] | None = None
+    if cfg.via_cli:
+        cli = _cli_sync(root, work, cfg.cli_timeout_s)
+        cfg.log(f"CLI sync: exit {cli['returncode']} in {cli['wall_s']:.1f} s, "
+                f"process tree peak {cli['tree_peak'] / 2**20:.0f} MiB")
     services = build_services(settings)
     try:
-        with ParserMonitor(pool) as monitor:
-            t0 = time.monotonic()
-            report = services.ingestor.sync(FilesystemSource(root, SOURCE))
-            job_s = time.monotonic() - t0
-            guard_attempts = pool.network_attempts
-        items = {i.doc_key.split(f"/{SOURCE}/", 1)[1]: i for i in services.catalog.job_items(report.job_id)}
+        if cli is None:
+            with ParserMonitor(pool) as monitor:
+                t0 = time.monotonic()
+                report = services.ingestor.sync(FilesystemSource(root, SOURCE))
+                job_s = time.monotonic() - t0
+                guard_attempts = pool.network_attempts
+            job_id, chunks = report.job_id, report.chunks
         job = next(j for j in services.catalog.jobs(SOURCE, limit=1))
+        if cli is not None:
+            job_s, job_id, chunks = cli["wall_s"], int(job.id or 0), job.chunks
+        items = {i.doc_key.split(f"/{SOURCE}/", 1)[1]: i for i in services.catalog.job_items(job_id)}
         # Catalog and index agree exactly.
         rows = {r.doc_id: r for r in services.catalog.documents(source=SOURCE)}
         ids = [pid for r in rows.values() for pid in r.ids]
@@ -531,10 +645,18 @@ def run_battery(cfg: HostileConfig) -> dict[str, Any]:
         if len(ids) != len(set(ids)) or found != set(ids) or services.index.size() != len(ids):
             violations.append(f"catalog and index disagree: {len(ids)} catalog ids, {len(found)} found, "
                               f"{services.index.size()} in the index")
-        isolation = pool.isolation
+        unsearchable = _unsearchable(services, [r for rel, r in rows.items() if OK in expected.get(rel, ("", (), None))[1]])
+        violations += [f"{d}: ingested but not found by a search for its title" for d in unsearchable[:20]]
+        if cli is None:
+            isolation = pool.isolation
+            push = _push_checks(services, violations)
+        else:  # the push API parses in this process: its parser processes are watched as well
+            with ParserMonitor(pool) as monitor:
+                push = _push_checks(services, violations)
+            guard_attempts = pool.network_attempts + cli["guard_attempts"]
+            isolation = pool.isolation
         if isolation == "none":
             violations.append("parser processes ran without network isolation")
-        push = _push_checks(services, violations)
     finally:
         services.close()
         sandbox_log.removeHandler(net)
@@ -578,17 +700,26 @@ def run_battery(cfg: HostileConfig) -> dict[str, Any]:
             amplified[rel] = item.chunks
         valid_total += int(outcome == frozenset({OK}))
     psutil_peak = max(monitor.peak.values(), default=0)
+    if cli is not None:
+        psutil_peak = max(psutil_peak, cli["parser_peak"])
     if not monitor.peak:
         violations.append("the parser processes were never observed")
+    cost = _costs(settings, items, violations)
+    if cli is not None:
+        if cli["tree_peak"] > TREE_RSS_GOAL:
+            violations.append(f"CLI sync process tree peaked at {cli['tree_peak'] / 2**20:.0f} MiB, "
+                              f"over {TREE_RSS_GOAL / 2**20:.0f} MiB")
+        if cli["returncode"] not in (0, 1) or job.state != "done":
+            violations.append(f"CLI sync exited {cli['returncode']}: {cli['log_tail'][-500:]}")
     bound = max(psutil_peak, rusage_peak) if cfg.rusage_bound else psutil_peak
     if bound > RSS_LIMIT:
         violations.append(f"parser peak RSS {bound / 2**20:.0f} MiB over {RSS_LIMIT / 2**20:.0f} MiB")
     if job.state != "done":
         violations.append(f"job ended {job.state}")
-    network = max(net.attempts, guard_attempts) + len(monitor.connections)
+    network = max(net.attempts, guard_attempts) + len(monitor.connections) + (len(cli["connections"]) if cli else 0)
     if network:
-        violations.append(f"network attempts: guard {net.attempts} ({net.files[:5]}), "
-                          f"sockets {monitor.connections[:5]}")
+        violations.append(f"network attempts: guard {max(net.attempts, guard_attempts)} ({net.files[:5]}), "
+                          f"sockets {(monitor.connections + (cli['connections'] if cli else []))[:5]}")
     bad_total = sum(1 for _, o, _ in expected.values() if OK not in o)
     figures = {
         "files": len(expected),
@@ -602,9 +733,16 @@ def run_battery(cfg: HostileConfig) -> dict[str, Any]:
         "valid_ingested": f"{valid_ingested}/{valid_total}",
         "amplifying_chunks": amplified,
         "truncated_text_ingested": tolerated_ingested,
-        "chunks": report.chunks,
+        "valid_searchable": f"{valid_total - len(unsearchable)}/{valid_total}",
+        "chunks": chunks,
         "job_completed": job.state == "done",
+        "sync_via": "clearance ingest (own process)" if cli else "Ingestor.sync (in process)",
         "job_wall_s": round(job_s, 1),
+        **({"cli_exit": cli["returncode"], "cli_process_tree_peak_rss_mib": round(cli["tree_peak"] / 2**20, 1),
+            "cli_parent_peak_rss_mib": round(cli["parent_peak"] / 2**20, 1),
+            "cli_processes_seen": cli["processes"],
+            "tree_rss_goal_mib": round(TREE_RSS_GOAL / 2**20)} if cli else {}),
+        **cost,
         "generate_s": round(generate_s, 1),
         "parser_processes_seen": len(monitor.peak),
         "parser_peak_rss_mib": round(psutil_peak / 2**20, 1),
@@ -620,13 +758,43 @@ def run_battery(cfg: HostileConfig) -> dict[str, Any]:
     return {"passed": passed, "figures": figures, "violations": violations}
 
 
+def _unsearchable(services: Any, rows: list[Any]) -> list[str]:
+    """Documents a BM25 search for their title (as a tenant-wide reader) does not find."""
+    from core.types import Entitlements, Scope
+
+    scope = Scope(Entitlements("battery", "hostile", services.settings.ingest.tenant, frozenset({"tenant:acme"})))
+    missing = []
+    for row in rows:
+        query = row.title or row.doc_id
+        res = services.search_unaudited.search(scope, query, top_k=100, mode="bm25", group_by="document")
+        if row.doc_id not in {h.provenance.get("doc_id") for h in res.hits}:
+            missing.append(row.doc_id)
+    return missing
+
+
+def _costs(settings: Any, items: dict[str, Any], violations: list[str]) -> dict[str, Any]:
+    """The most one file cost (its job item's time: parse, embed, write) against the goal:
+    ``parse_timeout_s`` plus embedding ``max_chunks_per_document`` chunks."""
+    if not items:
+        return {}
+    worst = max(items, key=lambda rel: items[rel].duration_ms)
+    worst_s = items[worst].duration_ms / 1000
+    budget = settings.ingest.parse_timeout_s + _embed_cost_s(settings)
+    if worst_s > budget:
+        violations.append(f"{worst} cost {worst_s:.1f} s, over {budget:.1f} s (parse timeout + embedding "
+                          f"{settings.ingest.max_chunks_per_document} chunks)")
+    return {"max_file_s": round(worst_s, 2), "max_file": worst, "file_budget_s": round(budget, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m battery.hostile", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--files", type=int, default=300)
+    parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--seed", type=int, default=9)
+    parser.add_argument("--in-process", action="store_true",
+                        help="sync in this process (Ingestor.sync) instead of `clearance ingest` in its own")
     args = parser.parse_args(argv)
     started = time.time()
-    result = run_battery(HostileConfig(files=args.files, seed=args.seed))
+    result = run_battery(HostileConfig(files=args.files, seed=args.seed, via_cli=not args.in_process))
     command = "python -m battery.hostile " + " ".join(argv if argv is not None else sys.argv[1:])
     path = write_result("hostile", passed=result["passed"], figures=result["figures"], command=command.strip(),
                         violations=result["violations"], started=started)

@@ -82,7 +82,7 @@ def _print_jobs(jobs: list[dict[str, Any]]) -> None:
         typer.echo("no jobs yet")
     for j in jobs:
         counts = ", ".join(f"{k} {v}" for k, v in j["counts"].items() if v) or "nothing to do"
-        typer.echo(f"job {j['id']:>5} {j['source']:20s} {j['state']:8s} {j['started_at']}  {counts}; {j['chunks']} chunks")
+        typer.echo(f"job {j['id']:>5} {j['source']:20s} {j['state']:11s} {j['started_at']}  {counts}; {j['chunks']} chunks")
         for e in j["errors"]:
             typer.echo(f"    failed {e['doc']}: [{e['code']}] {e['message']}")
 

@@ -278,6 +278,11 @@ class IngestSettings(Section):
     # Documents parsed and embedded together. Large batches keep the embedder's batches full:
     # 256 reached 97 % of the embedder's own throughput, 64 reached 86 % (bench.ingest).
     batch_docs: int = Field(default=256, ge=1, le=4096)
+    # Memory bound of a sync (README, "Ingestion"): a batch is also flushed once its documents
+    # hold this much content, and within a batch chunks are embedded and written (each document
+    # committed) in slices of at most ``batch_chunks``: a crash or stop loses one slice at most.
+    batch_chunks: int = Field(default=512, ge=1, le=65_536)
+    batch_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     # Plain text: "heuristic" splits paragraphs and spots headings without NLP; "unstructured"
     # runs its spaCy classifier on every paragraph (~50 ms per SciFact abstract, nearly the cost
     # of embedding it, which would cap ingestion near half the embedder's throughput).

@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from core.errors import ClearanceError, IngestError
 from core.metrics import Metrics
 from core.settings import IngestSettings
@@ -46,9 +48,22 @@ from retrieval.embedder import Embedder
 from retrieval.index import ChunkIndex
 from retrieval.payload import doc_key
 from store.audit import set_job
-from store.catalog import Catalog, DocState, DocumentRow, JobItemRow, JobRow, JobState, utcnow
+from store.catalog import Catalog, DocState, DocumentRow, JobItemRow, JobOwner, JobRow, JobState, utcnow
 
 Progress = Callable[[str, str], None]  # (doc_key, outcome)
+Settled = Callable[[int, "tuple[str, int] | ClearanceError", float], None]  # (index in the batch, result, ms)
+
+
+@dataclass
+class _Parsed:
+    """A document parsed and chunked, waiting for its slice to be embedded and written."""
+
+    i: int  # index in the batch
+    key: str
+    digest: str
+    chunks: list[TextChunk]
+    row: DocumentRow | None
+    ms: float  # time spent preparing it
 
 
 @dataclass
@@ -79,7 +94,8 @@ class Ingestor:
         self.embedder = embedder
         self.bm25 = bm25
         self.metrics = metrics
-        self.writer = IndexWriter(settings.tenant, catalog, index, bm25, settings.contracts)
+        self.writer = IndexWriter(settings.tenant, catalog, index, bm25, settings.contracts,
+                                  upsert_points=settings.batch_chunks)
 
     def doc_key(self, source: str, doc_id: str) -> str:
         return doc_key(self.settings.tenant, source, doc_id)
@@ -101,15 +117,20 @@ class Ingestor:
         if full:
             holds, gone = keys_to_delete(self.catalog, self.settings.tenant, source.name, source.doc_ids())
             mass_delete = check_deletes(source.name, holds, len(gone), self.settings.max_delete_fraction, allow_deletes)
+        if hasattr(source, "max_file_bytes") and source.max_file_bytes is None:
+            source.max_file_bytes = self.settings.max_file_bytes  # refused unread, never held
         self.recover()
+        self.catalog.interrupt_orphaned_jobs()  # jobs of processes that died are not running
         started = time.perf_counter()
-        job = self.catalog.start_job(source.name)
+        job = self.catalog.start_job(source.name, owner=JobOwner.current())
         set_job(job.id)
         root = getattr(source, "root", None)
         try:
             report = self._sync(source, job, progress, full, batch_docs or self.settings.batch_docs, started)
         except Exception as exc:
             try:
+                job.state, job.finished_at = JobState.FAILED, utcnow()
+                self.catalog.save_job(job, [])
                 self.catalog.record_sync(source.name, job_id=job.id, ok=False, root=str(root) if root else None,
                                          error=f"{type(exc).__name__}: {exc}")
             except Exception:  # the catalog itself may be what failed; the original error matters
@@ -122,29 +143,44 @@ class Ingestor:
 
     def _sync(self, source: DocumentSource, job: JobRow, progress: Progress | None, full: bool, batch_docs: int,
               started: float) -> JobReport:
+        """Streams: a batch is flushed once it holds ``batch_docs`` documents or ``batch_bytes`` of
+        content; within it documents are parsed one at a time and embedded and written in slices
+        of at most ``batch_chunks`` chunks (``apply_many``), each document recorded (and
+        ``progress`` called) as soon as its slice is committed. The job row's counts and items
+        are saved after each batch, so ``clearance jobs`` shows a long job advancing."""
         job_id = int(job.id or 0)
         report = JobReport(job_id=job_id)
         items: list[JobItemRow] = []
         seen: set[str] = set()
         batch: list[SourceDocument] = []
+        held = 0  # content bytes in the batch
 
         def flush() -> None:
-            t0 = time.perf_counter()
-            results = self.apply_many(batch)
-            per_doc_ms = (time.perf_counter() - t0) * 1000 / max(len(batch), 1)
-            for doc, res in zip(batch, results):
-                items.append(self._record(job_id, self.doc_key(doc.source, doc.doc_id), res, per_doc_ms, report, progress))
+            nonlocal held
+            if not batch:
+                return
+
+            def done(i: int, res: tuple[str, int] | ClearanceError, ms: float) -> None:
+                doc = batch[i]
+                items.append(self._record(job_id, self.doc_key(doc.source, doc.doc_id), res, ms, report, progress))
+
+            self.apply_many(batch, on_result=done)
             batch.clear()
+            held = 0
+            self._save_progress(job, report, items)
 
         for doc in source.documents():
             seen.add(self.doc_key(doc.source, doc.doc_id))
             batch.append(doc)
-            if len(batch) >= (batch_docs or self.settings.batch_docs):
+            held += len(doc.content)
+            if len(batch) >= (batch_docs or self.settings.batch_docs) or held >= self.settings.batch_bytes:
                 flush()
         flush()
         # Files the listing refused (links out of the root, FIFOs, devices): one code each.
         for skip in getattr(source, "skipped", []):
             err = IngestError(skip.message, code=skip.code)
+            if skip.code == "too_large":  # still in the listing: an indexed older version stays
+                seen.add(self.doc_key(source.name, skip.rel))
             items.append(self._record(job_id, self.doc_key(source.name, skip.rel), err, 0.0, report, progress))
             self._observe(source.name, "failed", skip.code)
         report.warnings = list(getattr(source, "warnings", lambda: [])())
@@ -160,14 +196,19 @@ class Ingestor:
                     self._observe(source.name, items[-1].outcome, items[-1].error_code)
         job.state = JobState.DONE
         job.finished_at = utcnow()
+        self._save_progress(job, report, items)
+        self.index.optimize()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _save_progress(self, job: JobRow, report: JobReport, items: list[JobItemRow]) -> None:
+        """The job's counts so far and the items not saved yet (``items`` is emptied)."""
         for outcome, n in report.counts.items():
             if hasattr(job, outcome):
                 setattr(job, outcome, n)
         job.chunks = report.chunks
         self.catalog.save_job(job, items)
-        self.index.optimize()
-        report.seconds = time.perf_counter() - started
-        return report
+        items.clear()
 
     @staticmethod
     def _record(job_id: int, key: str, res: tuple[str, int] | ClearanceError, ms: float, report: JobReport,
@@ -200,64 +241,90 @@ class Ingestor:
             raise res
         return res
 
-    def apply_many(self, docs: list[SourceDocument]) -> list[tuple[str, int] | ClearanceError]:
-        """Several documents, embedded in one batch; each result is an outcome or its error."""
-        results = self._apply_many(docs)
-        for doc, res in zip(docs, results):  # every path in (sync, push, worker) is counted here
-            if isinstance(res, ClearanceError):
-                self._observe(doc.source, "failed", res.code)
+    def apply_many(self, docs: list[SourceDocument], *, on_result: Settled | None = None,
+                   ) -> list[tuple[str, int] | ClearanceError]:
+        """Several documents; each result is an outcome or its error. Documents are parsed one at
+        a time and embedded and written in slices of at most ``ingest.batch_chunks`` chunks (a
+        document with more is a slice of its own, embedded ``batch_chunks`` at a time), so what
+        is held at once is bounded by the settings, not by the number of documents. Each
+        document is settled (``on_result(index, result, ms)``) as soon as it is committed."""
+        results: list[tuple[str, int] | ClearanceError] = [("unchanged", 0)] * len(docs)
+
+        def settle(i: int, res: tuple[str, int] | ClearanceError, ms: float) -> None:
+            results[i] = res
+            if isinstance(res, ClearanceError):  # every path in (sync, push, worker) is counted here
+                self._observe(docs[i].source, "failed", res.code)
             else:
-                self._observe(doc.source, res[0], None)
+                self._observe(docs[i].source, res[0], None)
+            if on_result is not None:
+                on_result(i, res, ms)
+
+        self._apply_many(docs, settle)
         return results
 
-    def _apply_many(self, docs: list[SourceDocument]) -> list[tuple[str, int] | ClearanceError]:
-        results: list[tuple[str, int] | ClearanceError] = [("unchanged", 0)] * len(docs)
-        todo: list[tuple[int, str, str, list[TextChunk], DocumentRow | None]] = []
+    def _apply_many(self, docs: list[SourceDocument], settle: Settled) -> None:
+        pending: list[_Parsed] = []
+        keys: set[str] = set()
+        size = 0
+        cap = self.settings.batch_chunks
         for i, doc in enumerate(docs):
+            key = self.doc_key(doc.source, doc.doc_id)
+            if key in keys:  # the same document twice would race with itself: the first goes first
+                self._write_slice(docs, pending, settle)
+                pending, keys, size = [], set(), 0
+            t0 = time.perf_counter()
             try:
                 prepared = self._prepare(doc)
             except ClearanceError as exc:
-                results[i] = exc
+                settle(i, exc, (time.perf_counter() - t0) * 1000)
                 continue
-            if isinstance(prepared, tuple) and isinstance(prepared[0], str) and isinstance(prepared[1], int):
-                results[i] = prepared  # settled without parsing: (outcome, chunks the document holds)
-            else:
-                todo.append((i, *prepared))
+            if isinstance(prepared[0], str) and isinstance(prepared[1], int) and len(prepared) == 2:
+                settle(i, prepared, (time.perf_counter() - t0) * 1000)  # type: ignore[arg-type]
+                continue  # settled without parsing: (outcome, chunks the document holds)
+            _, digest, chunks, row = prepared  # type: ignore[misc]
+            if pending and size + len(chunks) > cap:
+                self._write_slice(docs, pending, settle)
+                pending, keys, size = [], set(), 0
+            pending.append(_Parsed(i, key, digest, chunks, row, (time.perf_counter() - t0) * 1000))
+            keys.add(key)
+            size += len(chunks)
+            if size >= cap:
+                self._write_slice(docs, pending, settle)
+                pending, keys, size = [], set(), 0
+        self._write_slice(docs, pending, settle)
+
+    def _write_slice(self, docs: list[SourceDocument], todo: list[_Parsed], settle: Settled) -> None:
+        """Embed and write one slice (distinct keys), then settle each of its documents."""
         if not todo:
-            return results
-        # The same document twice in one batch would race with itself: later copies go next.
-        seen: set[str] = set()
-        keep: list[tuple[int, str, str, list[TextChunk], DocumentRow | None]] = []
-        later: list[tuple[int, str, str, list[TextChunk], DocumentRow | None]] = []
-        for t in todo:
-            (later if t[1] in seen else keep).append(t)
-            seen.add(t[1])
-        todo = keep
-        texts = [[self._embed_text(docs[i], c) for c in chunks] for i, _, _, chunks, _ in todo]
+            return
+        t0 = time.perf_counter()
+        texts = [[self._embed_text(docs[p.i], c) for c in p.chunks] for p in todo]
+        flat = [t for group in texts for t in group]
+        step = self.settings.batch_chunks
         try:
-            vectors = self.embedder.embed([t for group in texts for t in group])
+            parts = [self.embedder.embed(flat[k:k + step]) for k in range(0, len(flat), step)]
+            vectors = np.concatenate(parts) if len(parts) != 1 else parts[0]
         except Exception as exc:  # the model failing fails these documents, not the job
             err = IngestError(f"embedding failed: {type(exc).__name__}: {exc}"[:500], code="embed_failed")
-            for i, *_ in todo:
-                results[i] = err
-            return results
+            share = (time.perf_counter() - t0) * 1000 / len(todo)
+            for p in todo:
+                settle(p.i, err, p.ms + share)
+            return
         crashpoint("embed")
         writes, offset = [], 0
-        for (i, key, digest, chunks, _), group in zip(todo, texts):
-            writes.append(ContentWrite(docs[i], key, digest, chunks, group, vectors[offset:offset + len(group)]))
+        for p, group in zip(todo, texts):
+            writes.append(ContentWrite(docs[p.i], p.key, p.digest, p.chunks, group, vectors[offset:offset + len(group)]))
             offset += len(group)
+        del texts, flat, parts
+        res: list[tuple[str, int] | ClearanceError]
         try:
             self.writer.write(writes)
-            for i, _, _, chunks, row in todo:
-                results[i] = ("updated" if row is not None else "added", len(chunks))
-        except ClearanceError as exc:  # the index or catalog failed: recover() undoes the batch
-            for i, *_ in todo:
-                results[i] = exc
-        if later:
-            redo = self._apply_many([docs[i] for i, *_ in later])
-            for (i, *_), res in zip(later, redo):
-                results[i] = res
-        return results
+            res = [("updated" if p.row is not None else "added", len(p.chunks)) for p in todo]
+        except ClearanceError as exc:  # the index or catalog failed: recover() undoes the slice
+            res = [exc] * len(todo)
+        share = (time.perf_counter() - t0) * 1000 / len(todo)
+        for p, r in zip(todo, res):
+            settle(p.i, r, p.ms + share)
 
     def _prepare(self, doc: SourceDocument) -> tuple[str, int] | tuple[str, str, list[TextChunk], DocumentRow | None]:
         """No-op, ACL-only and metadata-only outcomes are settled here (outcome, chunks held);

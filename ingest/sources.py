@@ -52,7 +52,7 @@ class Skipped:
     """A file the listing refused to read, with its per-file code."""
 
     rel: str
-    code: str  # symlink_escape | not_regular_file | unreadable
+    code: str  # symlink_escape | not_regular_file | unreadable | vanished | too_large
     message: str
 
 
@@ -68,6 +68,8 @@ class FilesystemSource:
             raise IngestError(f"not a directory: {root}", code="not_a_directory")
         self.name = name or self.root.name
         self.skipped: list[Skipped] = []
+        # Files over this are refused (``too_large``) unread; the ingestor sets its own cap.
+        self.max_file_bytes: int | None = None
         self._files: list[tuple[str, Path]] = []  # (rel, path to open: the entry or its resolved target)
         self._folders: set[str] = set()
         self._scan()
@@ -151,7 +153,7 @@ class FilesystemSource:
 
     # -- documents ------------------------------------------------------------------------------
     def read(self, rel: str, path: Path) -> SourceDocument:
-        content, mtime = read_regular(path)
+        content, mtime = read_regular(path, self.max_file_bytes)
         return SourceDocument(
             source=self.name,
             doc_id=rel,
@@ -179,9 +181,10 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or path.is_relative_to(root)
 
 
-def read_regular(path: Path) -> tuple[bytes, float]:
+def read_regular(path: Path, limit: int | None = None) -> tuple[bytes, float]:
     """Read a regular file without following a link at its last component and without blocking
-    on a FIFO; the type is checked on the open descriptor."""
+    on a FIFO; the type is checked on the open descriptor. A file over ``limit`` bytes is refused
+    (``too_large``) without being read, so it never costs its size in memory."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError as exc:
@@ -192,8 +195,13 @@ def read_regular(path: Path) -> tuple[bytes, float]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise IngestError("not a regular file", code="not_regular_file")
+        if limit is not None and st.st_size > limit:
+            raise IngestError(f"file exceeds {limit} bytes", code="too_large")
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(), st.st_mtime
+            data = fh.read() if limit is None else fh.read(limit + 1)
+        if limit is not None and len(data) > limit:  # it grew since the stat
+            raise IngestError(f"file exceeds {limit} bytes", code="too_large")
+        return data, st.st_mtime
     finally:
         os.close(fd)
 

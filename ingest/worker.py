@@ -61,17 +61,20 @@ def process(ingestor: Ingestor, queue: WorkQueue, rows: list[QueueRow]) -> None:
             docs.append((row, _load(row)))
         except ClearanceError as exc:
             queue.finish(row, error=(exc.code, exc.message))
-    results = ingestor.apply_many([d for _, d in docs])
-    for (row, _), res in zip(docs, results):
+    def done(i: int, res: tuple[str, int] | ClearanceError, _ms: float) -> None:
+        row = docs[i][0]  # finished as soon as its document is committed, not after the batch
         if isinstance(res, ClearanceError):
             queue.finish(row, error=(res.code, res.message))
         else:
             queue.finish(row, outcome=res[0])
 
+    ingestor.apply_many([d for _, d in docs], on_result=done)
+
 
 def run_worker(ingestor: Ingestor, queue: WorkQueue, worker_id: str, *, batch: int = 16, lease_s: float = 300.0,
                once: bool = False, idle_s: float = 1.0, stop: threading.Event | None = None) -> int:
     """Process queued items until the queue is empty (``once``) or ``stop`` is set."""
+    ingestor.catalog.interrupt_orphaned_jobs()  # sync jobs of processes that died are not running
     done = 0
     while stop is None or not stop.is_set():
         rows = queue.claim(worker_id, batch, lease_s)

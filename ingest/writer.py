@@ -60,8 +60,11 @@ class ContentWrite:
 
 class IndexWriter:
     def __init__(self, tenant: str, catalog: Catalog, index: ChunkIndex, bm25: Bm25Encoder,
-                 contracts: dict[str, SourceContract] | None = None) -> None:
+                 contracts: dict[str, SourceContract] | None = None, *, upsert_points: int = 512) -> None:
         self.contracts = contracts or {}  # declared metadata types: stored typed, for search filters
+        # Points are built and upserted this many at a time (``ingest.batch_chunks``): a document
+        # of 20,000 chunks never holds 20,000 points (vector lists, sparse vectors, payloads) at once.
+        self.upsert_points = max(1, upsert_points)
         self.tenant = tenant
         self.catalog = catalog
         self.index = index
@@ -69,7 +72,7 @@ class IndexWriter:
 
     # -- content --------------------------------------------------------------------------
     def write(self, writes: Sequence[ContentWrite]) -> None:
-        """Write a batch: intents (one commit), points (one upsert), leftovers (one delete),
+        """Write a batch: intents (one commit), points (upserted ``upsert_points`` at a time), leftovers (one delete),
         then the rows marked indexed (one commit). Keys must be distinct within a batch."""
         keys = [w.key for w in writes]
         with self.catalog.write_lock(keys):
@@ -81,7 +84,6 @@ class IndexWriter:
     def _write_locked(self, writes: Sequence[ContentWrite], current: dict[str, DocumentRow]) -> None:
         now = utcnow()
         records: list[tuple[DocumentRow, list[str]]] = []
-        points: list[IndexPoint] = []
         stale: list[str] = []
         for w in writes:
             row = current.get(w.key)
@@ -99,14 +101,21 @@ class IndexWriter:
                 point_ids=json.dumps(old_ids), pending_ids=json.dumps(sorted(set(left) | set(new_ids))),
                 metadata_json=json.dumps(doc.metadata, sort_keys=True),
             ), new_ids))
-            points += [IndexPoint(pid, vec.tolist(), self.bm25.encode_document(text),
-                                  self._payload(doc, version, w.digest, n, c, now).to_index())
-                       for n, (pid, vec, text, c) in enumerate(zip(new_ids, w.vectors, w.texts, w.chunks))]
             stale += sorted(set(left) - set(new_ids))
         # Intent first: a crash after this line is undone by recover().
         self.catalog.put_many([r for r, _ in records])
         crashpoint("catalog_intent")
-        self.index.upsert(points)
+        points: list[IndexPoint] = []
+        for w, (record, new_ids) in zip(writes, records):  # every id is in the intent: any slice may land
+            version = record.version
+            for n, (pid, vec, text, c) in enumerate(zip(new_ids, w.vectors, w.texts, w.chunks)):
+                points.append(IndexPoint(pid, vec.tolist(), self.bm25.encode_document(text),
+                                         self._payload(w.doc, version, w.digest, n, c, now).to_index()))
+                if len(points) >= self.upsert_points:
+                    self.index.upsert(points)
+                    points = []
+        if points:
+            self.index.upsert(points)
         crashpoint("index_upsert")
         self.index.delete(stale)
         crashpoint("stale_delete")

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -43,9 +46,14 @@ class DocState(StrEnum):
 
 
 class JobState(StrEnum):
+    """``INTERRUPTED``: the process that ran the job died (killed, crashed) while it was
+    ``running``; the next sync, worker or server on its host notices and records when
+    (``finished_at``; ``Catalog.interrupt_orphaned_jobs``)."""
+
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"
 
 
 class DocumentRow(SQLModel, table=True):
@@ -100,6 +108,10 @@ class JobRow(SQLModel, table=True):
     deleted: int = 0
     failed: int = 0
     chunks: int = 0
+    # The process running the job (``JobOwner``); None for queued jobs, which workers run.
+    owner_host: str | None = None
+    owner_pid: int | None = None
+    owner_started: float | None = None  # the process's start time (epoch s): a reused pid differs
 
 
 class JobItemRow(SQLModel, table=True):
@@ -113,6 +125,55 @@ class JobItemRow(SQLModel, table=True):
     duration_ms: float = 0.0
     error_code: str | None = None
     error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class JobOwner:
+    """The process that runs a job: host name, pid and the process's start time."""
+
+    host: str
+    pid: int
+    started: float | None
+
+    @staticmethod
+    def current() -> JobOwner:
+        return JobOwner(socket.gethostname(), os.getpid(), process_started(os.getpid()))
+
+
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds, from ``/proc``); None when it does not exist
+    or the platform has no ``/proc`` (then only the pid is compared)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def owner_alive(pid: int, started: float | None) -> bool:
+    """Whether the process ``pid`` that started at ``started`` still runs (on this host). A zombie
+    counts as gone, and so does a pid now held by a process started at another time."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, another user's
+    if _zombie(pid):
+        return False
+    now = process_started(pid)
+    return started is None or now is None or abs(now - started) < 2.0
 
 
 def as_utc(dt: datetime) -> datetime:
@@ -380,13 +441,37 @@ class Catalog:
                 s.add(entry)
             s.commit()
 
-    def start_job(self, source: str, kind: str = "sync") -> JobRow:
+    def start_job(self, source: str, kind: str = "sync", *, owner: JobOwner | None = None) -> JobRow:
+        """A new ``running`` job; ``owner`` (the running process) lets a later process tell that
+        it died (``interrupt_orphaned_jobs``)."""
         with self.session() as s:
             job = JobRow(source=source, kind=kind)
+            if owner is not None:
+                job.owner_host, job.owner_pid, job.owner_started = owner.host, owner.pid, owner.started
             s.add(job)
             s.commit()
             s.refresh(job)
             return job
+
+    def interrupt_orphaned_jobs(self) -> list[int]:
+        """Mark ``interrupted`` (finished now) every ``running`` job whose owner ran on this host
+        and is gone: its pid is not alive, or was reused by a process started at another time.
+        Jobs of other hosts, and jobs without an owner (queued), are left alone. Returns their ids."""
+        me = JobOwner.current()
+        done: list[int] = []
+        with self.session() as s:
+            q = select(JobRow).where(JobRow.state == JobState.RUNNING, JobRow.owner_host == me.host,
+                                     col(JobRow.owner_pid).is_not(None))
+            now = utcnow()
+            for job in s.exec(q).all():
+                if job.owner_pid is None or owner_alive(job.owner_pid, job.owner_started):
+                    continue
+                job.state, job.finished_at = JobState.INTERRUPTED, now
+                s.add(job)
+                done.append(int(job.id or 0))
+            if done:
+                s.commit()
+        return done
 
     def save_job(self, job: JobRow, items: list[JobItemRow]) -> None:
         with self.session() as s:
