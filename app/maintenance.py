@@ -30,7 +30,7 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 
 from app.index_schema import check_index_schema, read_marker, uses_server
-from app.services import Services, build_index, build_services
+from app.services import Services, build_index, build_services, open_catalog_and_index
 from core.errors import BackendUnavailableError, InvalidRequestError
 from core.settings import Settings
 from retrieval.embedder import Embedder, build_embedder
@@ -101,18 +101,7 @@ class OpenStore:
 def open_store(settings: Settings) -> OpenStore:
     """Catalog and index, schema-checked; ``BackendUnavailableError(index_locked)`` when a
     running server owns the shard."""
-    catalog = Catalog(settings.catalog_url(), auto_migrate=settings.auto_migrate())
-    try:
-        index = build_index(settings, settings.embedder.dim)
-    except BaseException:
-        catalog.close()
-        raise
-    try:
-        check_index_schema(settings, index)
-    except BaseException:
-        index.close()
-        catalog.close()
-        raise
+    catalog, index = open_catalog_and_index(settings, settings.embedder.dim)
     return OpenStore(settings, catalog, index)
 
 

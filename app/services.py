@@ -84,15 +84,12 @@ def cursor_codec(catalog: Catalog) -> CursorCodec:
     return CursorCodec(bytes.fromhex(catalog.meta_value(CURSOR_KEY, os.urandom(32).hex())))
 
 
-def build_services(settings: Settings, *, embedder: Embedder | None = None, check_index: bool = True) -> Services:
-    """Everything a process needs. The catalog schema is upgraded or checked (``db.auto_migrate``,
-    ``store.migrate``) and the index's schema version checked (``app.index_schema``; only
-    `clearance reindex` opens an index of another version, with ``check_index=False``)."""
-    metrics = Metrics()
-    embedder = MeteredEmbedder(embedder or build_embedder(settings.embedder), metrics)
+def open_catalog_and_index(settings: Settings, dim: int, *, check_index: bool = True) -> tuple[Catalog, ChunkIndex]:
+    """The catalog (migrated or checked, ``db.auto_migrate``) and the index (its schema version
+    checked unless ``check_index`` is off); nothing is left open when either fails."""
     catalog = Catalog(settings.catalog_url(), auto_migrate=settings.auto_migrate())
     try:
-        index = build_index(settings, embedder.dim)
+        index = build_index(settings, dim)
     except BaseException:
         catalog.close()
         raise
@@ -103,6 +100,16 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None, chec
             index.close()
             catalog.close()
             raise
+    return catalog, index
+
+
+def build_services(settings: Settings, *, embedder: Embedder | None = None, check_index: bool = True) -> Services:
+    """Everything a process needs. The catalog schema is upgraded or checked (``db.auto_migrate``,
+    ``store.migrate``) and the index's schema version checked (``app.index_schema``; only
+    `clearance reindex` opens an index of another version, with ``check_index=False``)."""
+    metrics = Metrics()
+    embedder = MeteredEmbedder(embedder or build_embedder(settings.embedder), metrics)
+    catalog, index = open_catalog_and_index(settings, embedder.dim, check_index=check_index)
     r = settings.retrieval
     bm25 = Bm25Encoder(k1=r.bm25_k1, b=r.bm25_b, avg_len=r.bm25_avg_len, stem=r.bm25_stem, stop_words=r.bm25_stop_words)
     freshness = Freshness(catalog, settings.ingest.source_sla_s)
