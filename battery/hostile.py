@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from battery import hostile_files as H
-from battery.result import exit_code, write_result
+from battery.result import report
 
 SOURCE = "hostile"
 RSS_LIMIT = 1024 * 1024 * 1024
@@ -795,14 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     result = run_battery(HostileConfig(files=args.files, seed=args.seed, via_cli=not args.in_process))
-    command = "python -m battery.hostile " + " ".join(argv if argv is not None else sys.argv[1:])
-    path = write_result("hostile", passed=result["passed"], figures=result["figures"], command=command.strip(),
-                        violations=result["violations"], started=started)
-    print(json.dumps(result["figures"], indent=1))
-    for v in result["violations"][:30]:
-        print("VIOLATION:", v, file=sys.stderr)
-    print(f"{'PASS' if result['passed'] else 'FAIL'}: {path}")
-    return exit_code(result["passed"])
+    return report("hostile", result, argv, started)
 
 
 if __name__ == "__main__":

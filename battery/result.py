@@ -41,3 +41,18 @@ def write_result(name: str, *, passed: bool, figures: dict[str, Any], command: s
 
 def exit_code(passed: bool) -> int:
     return 0 if passed else 1
+
+
+def report(name: str, result: dict[str, Any], argv: list[str] | None, started: float) -> int:
+    """Record a battery item's result (``write_result``), print its figures and first violations,
+    and return its exit code: the common end of every item's ``main``."""
+    import sys
+
+    command = f"python -m battery.{name} " + " ".join(argv if argv is not None else sys.argv[1:])
+    path = write_result(name, passed=result["passed"], figures=result["figures"], command=command.strip(),
+                        violations=result["violations"], started=started)
+    print(json.dumps(result["figures"], indent=1))
+    for v in result["violations"][:30]:
+        print("VIOLATION:", v, file=sys.stderr)
+    print(f"{'PASS' if result['passed'] else 'FAIL'}: {path}")
+    return exit_code(result["passed"])

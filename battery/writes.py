@@ -58,7 +58,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
 
-from battery.result import exit_code, write_result  # noqa: E402
+from battery.result import report  # noqa: E402
 
 TENANT, FOREIGN = "acme", "globex"
 INGEST, SEARCH, ADMIN = "clearance:ingest", "clearance:search", "clearance:admin"
@@ -582,14 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     result = run_battery(WritesConfig(rounds=args.rounds, fuzz_cases=args.fuzz_cases, e2e_every=args.e2e_every,
                                       seed=args.seed))
-    command = "python -m battery.writes " + " ".join(argv if argv is not None else sys.argv[1:])
-    path = write_result("writes", passed=result["passed"], figures=result["figures"], command=command.strip(),
-                        violations=result["violations"], started=started)
-    print(json.dumps(result["figures"], indent=1))
-    for v in result["violations"][:30]:
-        print("VIOLATION:", v, file=sys.stderr)
-    print(f"{'PASS' if result['passed'] else 'FAIL'}: {path}")
-    return exit_code(result["passed"])
+    return report("writes", result, argv, started)
 
 
 if __name__ == "__main__":
