@@ -23,15 +23,13 @@ from auth.local import operator_entitlements
 from core.settings import AuthSettings, ConsoleSettings, IssuerSettings
 from ingest.manifest import AclManifest
 from ingest.sources import FilesystemSource
+from testkit import browser
 from testkit.live_server import free_port
 from testkit.oidc.harness import NodeUnavailable, OidcProvider
 from tests.conftest import DEMO, REPO, LiveServer, make_settings
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = REPO / "reports" / "console"
 WIDTHS = {"wide": (1280, 900), "narrow": (390, 844)}
 EVAL_REPORTS = ("cisi", "med")
@@ -39,16 +37,11 @@ EVAL_REPORTS = ("cisi", "med")
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no browser: {CHROMIUM} is not installed (apt-get install -y chromium)")
     try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("no browser driver: the playwright package is not installed (pip install -e '.[test]')")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield browser
-        browser.close()
+        with browser.chromium() as b:
+            yield b
+    except browser.BrowserUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
