@@ -42,19 +42,19 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def seed_from_cache(data_dir: Path, scifact: Path) -> Seed:
+def seed_from_cache(data_dir: Path, scifact: Path, limit: int | None = None) -> Seed:
     """Real SciFact vectors: from the eval's collection when it exists, else embedded (cached)."""
     from bench.corpus import load_seed_from_index
 
     eval_index = data_dir / "eval" / "scifact-minilm" / "edge"
-    if eval_index.exists():
+    if eval_index.exists() and limit is None:
         return load_seed_from_index(eval_index)
     from core.settings import EmbedderSettings
     from retrieval.embedder import build_embedder
     from retrieval.embedding_cache import CachedEmbedder
 
     emb = CachedEmbedder(build_embedder(EmbedderSettings()), data_dir / "cache" / "embeddings.sqlite3")
-    return load_seed(scifact, emb)
+    return load_seed(scifact, emb, limit)
 
 
 def build(path: Path, seed: Seed, n: int, enc: Bm25Encoder) -> dict[str, float]:

@@ -110,6 +110,10 @@ class RetrievalSettings(Section):
     rrf_k: int = 60
     # ACORN filtered HNSW on the dense leg; keeps recall under restrictive ACLs (BENCHMARKS.md).
     acorn: bool = True
+    # ACORN runs when the whole compiled scope (ACL, deny, tenant, freshness, caller filters)
+    # keeps at most this share of the points; above it plain filtered HNSW. Chosen by the recall
+    # sweep of bench.peer (BENCHMARKS.md, "Recall under the full scope").
+    acorn_max_selectivity: float = Field(default=0.15, gt=0.0, le=1.0)
     # Scopes estimated to hold at most this many chunks get exact (brute-force) dense search:
     # at 1M chunks and 1 % visible, filtered HNSW found 0.41 of the exact top 10 even with ACORN,
     # brute force over the 10k visible chunks 1.0 at the same cost (BENCHMARKS.md). 0: never.

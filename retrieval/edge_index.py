@@ -21,7 +21,7 @@ import qdrant_edge as qe
 from core.errors import BackendUnavailableError
 from core.types import SearchMode
 from retrieval.engine_filter import FilterDialect, homogeneous, translate
-from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
+from retrieval.index import DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
 from retrieval.payload import FLOAT_FIELDS, KEYWORD_FIELDS, TENANT_FIELD
 from retrieval.scope_filter import CompiledFilter
 from retrieval.unavailable import engine_call
@@ -40,7 +40,7 @@ def to_edge_filter(flt: CompiledFilter) -> qe.Filter:
 def _dense_params(q: IndexQuery) -> qe.SearchParams | None:
     if q.exact:
         return qe.SearchParams(exact=True)
-    return qe.SearchParams(acorn=qe.AcornSearchParams(enable=True, max_selectivity=ACORN_MAX_SELECTIVITY)) if q.acorn else None
+    return qe.SearchParams(acorn=qe.AcornSearchParams(enable=True, max_selectivity=q.acorn_max_selectivity)) if q.acorn else None
 
 
 def _id(pid: Any) -> str:

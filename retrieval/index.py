@@ -47,6 +47,9 @@ class IndexQuery:
     # ACORN filtered HNSW for the dense leg: without it, recall@10 vs exact fell to 0.19 at a
     # 10 %-visible ACL on 100k chunks (the filtered graph falls apart); with it 0.97.
     acorn: bool = True
+    # ACORN runs when the filter keeps at most this share of the points (the engine's estimate);
+    # above it plain filtered HNSW does (``retrieval.acorn_max_selectivity``).
+    acorn_max_selectivity: float = ACORN_MAX_SELECTIVITY
     # BM25 IDF statistics over the points matching this filter (None: the whole index).
     idf_corpus: CompiledFilter | None = None
 

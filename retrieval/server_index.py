@@ -16,7 +16,7 @@ from core.errors import BackendUnavailableError
 from core.settings import QdrantSettings
 from core.types import SearchMode
 from retrieval.engine_filter import FilterDialect, homogeneous, translate
-from retrieval.index import ACORN_MAX_SELECTIVITY, DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
+from retrieval.index import DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
 from retrieval.payload import FLOAT_FIELDS, KEYWORD_FIELDS, TENANT_FIELD
 from retrieval.scope_filter import CompiledFilter
 from retrieval.unavailable import engine_call
@@ -35,7 +35,7 @@ def to_server_filter(flt: CompiledFilter) -> models.Filter:
 def _dense_params(q: IndexQuery) -> models.SearchParams | None:
     if q.exact:
         return models.SearchParams(exact=True)
-    return models.SearchParams(acorn=models.AcornSearchParams(enable=True, max_selectivity=ACORN_MAX_SELECTIVITY)) if q.acorn else None
+    return models.SearchParams(acorn=models.AcornSearchParams(enable=True, max_selectivity=q.acorn_max_selectivity)) if q.acorn else None
 
 
 def _sparse_params(q: IndexQuery) -> models.SearchParams | None:

@@ -201,7 +201,8 @@ class SearchService:
                 mode=mode, limit=limit, dense=dense, sparse=sparse,
                 prefetch_limit=max(self.settings.prefetch_limit, limit), rrf_k=self.settings.rrf_k,
                 weights=(self.settings.dense_weight, self.settings.bm25_weight), with_legs=explain,
-                with_dense=dense is not None, acorn=self.settings.acorn, exact=exact,
+                with_dense=dense is not None, acorn=self.settings.acorn,
+                acorn_max_selectivity=self.settings.acorn_max_selectivity, exact=exact,
                 idf_corpus=idf_corpus(self.settings.idf_scope, scope, flt),
             )
             raw = sorted(self.index.search(iq, flt), key=lambda h: (-h.score, h.id))

@@ -1,0 +1,218 @@
+"""Clearance's engine beside a real peer (PostgreSQL + pgvector + FTS) on the identical corpus.
+
+Both systems hold the same points (``bench.corpus.generate``) and answer the same queries under
+the same scope: tenant, ACL allow ∩ principals, deny, and a freshness clause, so the *whole*
+compiled scope sets the selectivity (the ACL share times the fresh share; effective shares from
+0.5 % to 95 %, the 15-40 % band included). Per scope:
+
+- latency, alternating timed phases (Clearance, then the peer, per mode): Clearance dense and
+  hybrid through ``EdgeIndex.search`` as ``SearchService`` plans it (exact below
+  ``exact_below_points``, ACORN up to ``acorn_max_selectivity``), the peer's dense, hybrid with an
+  OR-ed tsquery (its usable lexical leg) and hybrid with ``websearch_to_tsquery`` (AND);
+- dense recall@10 of each against exact filtered search (Edge's brute force under the full scope;
+  the peer's exact scan is checked to agree);
+- Clearance's recall and latency for each ``--acorn`` threshold swept (the setting
+  ``retrieval.acorn_max_selectivity``).
+
+    bash bench/peers/build_pgvector.sh            # once, as root
+    python -m bench.peer --chunks 100000          # -> bench/results/peer-100000.{json,md}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from bench.corpus import NOW_TS, acl_draws, allow_list, chunk_number, generate, queries
+from bench.engine import build, common_args, pct, seed_from_cache
+from bench.peers.pgvector import PeerScope, PgVectorPeer
+from core.settings import RetrievalSettings
+from core.types import Entitlements, Scope
+from retrieval.bm25 import Bm25Encoder
+from retrieval.edge_index import EdgeIndex
+from retrieval.index import IndexQuery
+from retrieval.scope_filter import CompiledFilter, compile_scope
+from retrieval.service import small_scope
+
+DAY = 86_400
+# (label, ACL group, freshness in days or None): effective share = ACL share x fresh share (age
+# is uniform over two years) x 0.97 for the caller in the deny list.
+SCOPES: list[tuple[str, str, int | None, bool]] = [
+    ("acl1+365d", "group:vis01", 365, False),
+    ("acl5+365d", "group:vis05", 365, False),
+    ("acl10+365d", "group:vis10", 365, False),
+    ("acl10", "group:vis10", None, False),
+    ("acl50+219d", "group:vis50", 219, False),
+    ("acl50+365d", "group:vis50", 365, False),
+    ("acl50+365d+deny", "group:vis50", 365, True),
+    ("acl95+292d", "group:vis95", 292, False),
+    ("acl95+365d", "group:vis95", 365, False),
+    ("acl50", "group:vis50", None, False),
+    ("acl95", "group:vis95", None, False),
+]
+
+
+def effective_share(n: int, group: str, days: int | None, denied: bool) -> float:
+    k = np.arange(n)
+    u, deny, age = acl_draws(k)
+    ok = np.array([group in allow_list(float(x)) for x in u])
+    if days is not None:
+        ok &= age <= days * DAY
+    if denied:
+        ok &= ~deny
+    return float(ok.mean())
+
+
+def timed(fn: Callable[[], object], times: list[float]) -> None:
+    t = time.perf_counter()
+    fn()
+    times.append((time.perf_counter() - t) * 1000)
+
+
+def stats(times: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(statistics.median(times), 3), "p99_ms": round(pct(times, 99), 3)}
+
+
+def main() -> None:
+    ap = common_args()
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--recall-queries", type=int, default=100)
+    ap.add_argument("--acorn", type=float, nargs="+", default=[0.15, 0.3, 0.5, 1.0],
+                    help="acorn_max_selectivity values swept for Clearance's dense recall")
+    ap.add_argument("--reuse", action="store_true", help="reuse both built indexes")
+    ap.add_argument("--seed-docs", type=int, default=None, help="embed only this many SciFact documents as the seed (quick runs)")
+    args = ap.parse_args()
+    n = args.chunks
+    seed = seed_from_cache(args.data_dir, args.scifact, args.seed_docs)
+    enc = Bm25Encoder()
+    dim = seed.vectors.shape[1]
+    edge_path = args.data_dir / "bench" / f"peer-n{n}" / "edge"
+    peer = PgVectorPeer(dim)
+    report: dict[str, Any] = {"chunks": n, "cores": os.cpu_count(), "when": datetime.now(UTC).isoformat(timespec="seconds")}
+    out = args.out / f"peer-{n}.json"
+    if not args.reuse:
+        report["build"] = {"clearance": build(edge_path, seed, n, enc),
+                           "peer": peer.load(generate(seed, n, bm25=enc))}
+    elif out.exists():
+        report["build"] = json.loads(out.read_text()).get("build")
+    index = EdgeIndex(edge_path, dim)
+    planner = RetrievalSettings()
+    now = datetime.fromtimestamp(NOW_TS, UTC)
+    qs = queries(seed, args.queries)
+    rows: dict[str, Any] = {}
+    try:
+        for label, group, days, denied in SCOPES:
+            principals = frozenset({group, "user:bench", *(["user:denied"] if denied else [])})
+            scope = Scope(Entitlements("bench", "bench", "bench", principals), max_age_s=days * DAY if days else None)
+            flt = compile_scope(scope, now=now)
+            pscope = PeerScope("bench", sorted(principals), NOW_TS - days * DAY if days else None)
+            row: dict[str, Any] = {"effective_share": round(effective_share(n, group, days, denied), 4)}
+            row.update(latency(index, peer, flt, pscope, qs, enc, planner))
+            row.update(recall(index, peer, flt, pscope, qs[:args.recall_queries], planner, args.acorn))
+            rows[label] = row
+            print(label, json.dumps(row), flush=True)
+    finally:
+        index.close()
+        peer.close()
+    report["scopes"] = rows
+    report["planner"] = {"exact_below_points": planner.exact_below_points, "acorn_max_selectivity": planner.acorn_max_selectivity,
+                         "prefetch_limit": planner.prefetch_limit, "rrf_k": planner.rrf_k, "peer_ef_search": 50,
+                         "peer_iterative_scan": "relaxed_order"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def _query(mode: str, vec: np.ndarray, sparse: Any, planner: RetrievalSettings, *, exact: bool,
+           acorn_max: float | None = None) -> IndexQuery:
+    return IndexQuery(mode=mode, limit=10, dense=vec.tolist(), sparse=sparse, prefetch_limit=planner.prefetch_limit,  # type: ignore[arg-type]
+                      rrf_k=planner.rrf_k, exact=exact, acorn=planner.acorn,
+                      acorn_max_selectivity=planner.acorn_max_selectivity if acorn_max is None else acorn_max)
+
+
+def latency(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: PeerScope, qs: list[tuple[str, np.ndarray]],
+            enc: Bm25Encoder, planner: RetrievalSettings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    phases: list[tuple[str, Callable[[str, np.ndarray], object]]] = [
+        ("clearance_dense", lambda t, v: index.search(
+            _query("dense", v, None, planner, exact=small_scope(index, flt, planner.exact_below_points)), flt)),
+        ("peer_dense", lambda t, v: peer.dense(v.tolist(), pscope)),
+        ("clearance_hybrid", lambda t, v: index.search(
+            _query("hybrid", v, enc.encode_query(t), planner, exact=small_scope(index, flt, planner.exact_below_points)), flt)),
+        ("peer_hybrid_or", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="or")),
+        ("peer_hybrid_and", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="and")),
+    ]
+    for name, fn in phases:  # alternating: each Clearance phase is followed by the peer's
+        times: list[float] = []
+        for i, (text, vec) in enumerate(qs):
+            if i < 10:  # warm-up
+                fn(text, vec)
+                continue
+            timed(lambda: fn(text, vec), times)  # noqa: B023
+        out[name] = stats(times)
+    out["ratio_hybrid_p99_vs_peer_or"] = round(out["clearance_hybrid"]["p99_ms"] / out["peer_hybrid_or"]["p99_ms"], 3)
+    out["ratio_hybrid_p50_vs_peer_or"] = round(out["clearance_hybrid"]["p50_ms"] / out["peer_hybrid_or"]["p50_ms"], 3)
+    return out
+
+
+def recall(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: PeerScope, qs: list[tuple[str, np.ndarray]],
+           planner: RetrievalSettings, sweep: list[float]) -> dict[str, Any]:
+    small = small_scope(index, flt, planner.exact_below_points)
+    got: dict[str, list[float]] = {"peer": [], "truth_agreement": []}
+    sweep_lat: dict[str, list[float]] = {f"clearance_acorn_{a}": [] for a in sweep}
+    for a in sweep:
+        got[f"clearance_acorn_{a}"] = []
+    for _text, vec in qs:
+        truth = {chunk_number(h.id) for h in index.search(_query("dense", vec, None, planner, exact=True), flt)}
+        if not truth:
+            continue
+        pg_exact = set(peer.dense(vec.tolist(), pscope, exact=True))
+        got["truth_agreement"].append(len(pg_exact & truth) / len(truth))
+        got["peer"].append(len(set(peer.dense(vec.tolist(), pscope)) & truth) / len(truth))
+        for a in sweep:
+            key = f"clearance_acorn_{a}"
+            t = time.perf_counter()
+            hits = index.search(_query("dense", vec, None, planner, exact=small, acorn_max=a), flt)
+            sweep_lat[key].append((time.perf_counter() - t) * 1000)
+            got[key].append(len({chunk_number(h.id) for h in hits} & truth) / len(truth))
+    out: dict[str, Any] = {"recall_at_10": {k: round(float(np.mean(v)), 4) for k, v in got.items() if v},
+                           "exact_search_used": small,
+                           "sweep_dense_p50_ms": {k: round(statistics.median(v), 3) for k, v in sweep_lat.items() if v}}
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"### Clearance beside PostgreSQL + pgvector, {report['chunks']:,} chunks ({report['when']})", "",
+             "| scope | share | Clearance hybrid p50/p99 ms | peer hybrid OR p50/p99 | peer hybrid AND p50/p99 | "
+             "hybrid p99 ratio (vs OR) | Clearance dense p50/p99 | peer dense p50/p99 | dense recall@10 Clearance | peer |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    default = f"clearance_acorn_{RetrievalSettings().acorn_max_selectivity}"
+    for label, r in report["scopes"].items():
+        rec = r["recall_at_10"]
+        lines.append(
+            f"| {label} | {r['effective_share']:.3f} | {r['clearance_hybrid']['p50_ms']:.2f} / {r['clearance_hybrid']['p99_ms']:.2f} | "
+            f"{r['peer_hybrid_or']['p50_ms']:.2f} / {r['peer_hybrid_or']['p99_ms']:.2f} | "
+            f"{r['peer_hybrid_and']['p50_ms']:.2f} / {r['peer_hybrid_and']['p99_ms']:.2f} | {r['ratio_hybrid_p99_vs_peer_or']:.3f} | "
+            f"{r['clearance_dense']['p50_ms']:.2f} / {r['clearance_dense']['p99_ms']:.2f} | "
+            f"{r['peer_dense']['p50_ms']:.2f} / {r['peer_dense']['p99_ms']:.2f} | "
+            f"{rec.get(default, float('nan')):.3f} | {rec['peer']:.3f} |")
+    sweep = sorted({k for r in report["scopes"].values() for k in r["recall_at_10"] if k.startswith("clearance_acorn_")})
+    lines += ["", "Dense recall@10 (and dense p50 ms) per ACORN threshold (`retrieval.acorn_max_selectivity`):", "",
+              "| scope | share | " + " | ".join(s.removeprefix("clearance_acorn_") for s in sweep) + " |",
+              "|---|---|" + "---|" * len(sweep)]
+    for label, r in report["scopes"].items():
+        cells = [f"{r['recall_at_10'].get(s, float('nan')):.3f} ({r['sweep_dense_p50_ms'].get(s, float('nan')):.1f})" for s in sweep]
+        lines.append(f"| {label} | {r['effective_share']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
