@@ -50,6 +50,7 @@ class EvalConfig:
     embedder: str = "minilm"
     personas: bool = True
     known_items: int = 0  # documents sampled for the label-free known-item check (0: off)
+    identifiers: int = 0  # identifier queries (eval.identifiers) per mode (0: off)
     persona_mode: SearchMode = "hybrid"
     freshness_days: int = 365
     depth: int = 100  # documents ranked per query
@@ -181,6 +182,8 @@ def _run(ds: Dataset, cfg: EvalConfig, org: Organisation, services: Services) ->
         ki = report["known_item"] = _known_item(services, ds, cfg, everything)
         ki["order_by_ndcg@10"] = sorted(cfg.modes, key=lambda m: -modes[m]["metrics"]["ndcg@10"])
         ki["orders_agree"] = ki["order_by_ndcg@10"] == ki["order_by_mrr@10"]
+    if cfg.identifiers:
+        report["identifiers"] = _identifiers(services, ds, cfg, everything)
     if cfg.personas:
         report["entitlements"] = _entitlements(services, ds, org, cfg, runs.get(cfg.persona_mode))
         report["freshness"] = _freshness(services, ds, org, cfg)
@@ -220,6 +223,22 @@ def _known_item(services: Services, ds: Dataset, cfg: EvalConfig, scope: Scope) 
         out["modes"][mode] = {"mrr@10": round(sum(rr) / len(rr), 4) if rr else None}
     out["order_by_mrr@10"] = sorted(cfg.modes, key=lambda m: -(out["modes"][m]["mrr@10"] or 0.0))
     cfg.progress(f"known-item: {len(queries)} queries from {len(sample)} documents")
+    return out
+
+
+def _identifiers(services: Services, ds: Dataset, cfg: EvalConfig, scope: Scope) -> dict[str, Any]:
+    """Success@1/@10 per mode on the identifier query set (``eval.identifiers``)."""
+    from eval.identifiers import generate, success
+
+    queries = generate(dict(ds.corpus), n=cfg.identifiers, seed=cfg.seed)
+    out: dict[str, Any] = {"queries": len(queries), "modes": {}}
+    for mode in cfg.modes:
+        out["modes"][mode] = success(queries, lambda t: list(_rank(services, scope, t, mode, 10)[0]))
+    if {"hybrid", "bm25"} <= set(cfg.modes) and queries:
+        h, b = out["modes"]["hybrid"]["all"], out["modes"]["bm25"]["all"]
+        out["hybrid_ge_bm25@10"] = h["success@10"] >= b["success@10"]
+    cfg.progress(f"identifiers: {len(queries)} queries; " + ", ".join(
+        f"{m} success@1 {r['all']['success@1']:.3f} @10 {r['all']['success@10']:.3f}" for m, r in out["modes"].items() if "all" in r))
     return out
 
 

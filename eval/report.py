@@ -25,6 +25,8 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
             out["entitlements"]["postfilter10_ndcg@10"] = round(e["postfilter_retrieve10"]["ndcg@10"], 4)
     if "known_item" in report:
         out["known_item_mrr@10"] = {m: v["mrr@10"] for m, v in report["known_item"]["modes"].items()}
+    if report.get("identifiers", {}).get("queries"):
+        out["identifier_success@10"] = {m: v["all"]["success@10"] for m, v in report["identifiers"]["modes"].items()}
     if "freshness" in report:
         out["freshness"] = {"stale_returned": report["freshness"]["stale_returned"],
                             "ndcg@10": round(report["freshness"]["metrics"]["ndcg@10"], 4)}
@@ -76,6 +78,15 @@ def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
             lines.append(f"| {mode} | {mrr} | {report['modes'][mode]['metrics']['ndcg@10']:.4f} |")
         lines += ["", f"Modes by known-item MRR@10: {', '.join(ki['order_by_mrr@10'])}; by nDCG@10: "
                   f"{', '.join(ki['order_by_ndcg@10'])} ({'same order' if ki['orders_agree'] else 'different order'})."]
+    if report.get("identifiers", {}).get("queries"):
+        ids = report["identifiers"]
+        kinds = sorted({k for v in ids["modes"].values() for k in v if k != "all"})
+        lines += ["", f"## Identifier queries ({ids['queries']} rare codes and names, eval/identifiers.py)", "",
+                  "| mode | success@1 | success@10 | " + " | ".join(f"{k} @1 / @10" for k in kinds) + " |",
+                  "|---|---:|---:|" + "---:|" * len(kinds)]
+        for mode, v in ids["modes"].items():
+            cells = [f"{v[k]['success@1']:.3f} / {v[k]['success@10']:.3f} (n={v[k]['queries']})" if k in v else "n/a" for k in kinds]
+            lines.append(f"| {mode} | {v['all']['success@1']:.3f} | {v['all']['success@10']:.3f} | " + " | ".join(cells) + " |")
     if "entitlements" in report:
         e = report["entitlements"]
         lines += ["", f"## Under entitlements ({e['mode']}, {e['persona_queries']} persona-query pairs)", "",
