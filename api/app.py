@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import console, docs, errors, mcp
 from api.middleware import RequestContext
-from api.routes import admin, health, identity, ingest, maintenance, push, search
+from api.routes import admin, connectors, health, identity, ingest, maintenance, push, scim, search
 from app.ops import warn_tenant_mismatch
 from app.services import Services, build_services
 from core.logging import configure
@@ -41,8 +41,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_middleware(RequestContext)  # request id (logs, responses), latency and status metrics
     errors.install(app)
     for r in (health.router, identity.router, search.router, ingest.router, push.router, admin.router,
-              maintenance.router):
+              maintenance.router, connectors.router):
         app.include_router(r)
+    if settings.directory.scim_enabled:  # off: no /scim/v2 route at all (a plain 404, nothing to probe)
+        app.include_router(scim.router)
     mcp_endpoint = mcp.install(app, settings)  # /mcp and its RFC 9728 metadata
     console.install(app, settings)  # /console: server-rendered pages over the same services (api.console)
     return app

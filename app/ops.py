@@ -18,6 +18,10 @@ Readiness (``GET /readyz``) answers "can this process serve correct, filtered an
   answers empty while everything else looks healthy, so it is a warning (``degraded``, with the
   tenants named, in ``checks.tenants``) and a log line at startup; still ready, since no restart
   fixes configuration.
+- ``connectors`` (``app.scheduler.connector_health``): connector streams failing in a row
+  (``scheduler.failing_after``) or more than one interval overdue, with missed-run counts. A
+  warning (``degraded``), never fatal: a failing connector leaves its own source stale, while the
+  process still answers every search correctly, so pulling it out of rotation would help no one.
 - Stale sources (``store.freshness``) are warnings with the process still ready: staleness is
   a property of the data, which no restart or rerouting fixes; it shows in ``/metrics``
   (``clearance_source_stale``) for alerting and in every search answer that holds such chunks.
@@ -77,7 +81,18 @@ def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
             warnings.extend(tenants["problems"])
         except ClearanceError as exc:
             warnings.append(f"tenants unknown: {exc.message}")
-    ready = all(checks[name]["ok"] for name in ("index", "catalog", "auth"))
+    if checks["catalog"]["ok"]:
+        try:
+            from app.scheduler import connector_health
+            from store.connectors import ConnectorStore
+
+            health = connector_health(ConnectorStore(services.catalog), services.settings.scheduler.failing_after)
+            if health["sources"]:
+                checks["connectors"] = health
+                warnings.extend(health["problems"])
+        except ClearanceError as exc:
+            warnings.append(f"connector state unknown: {exc.message}")
+    ready = all(checks[name]["ok"] for name in ("index", "catalog", "auth"))  # never connectors: see above
     status = "not_ready" if not ready else ("degraded" if warnings else "ready")
     return ready, {"status": status, "checks": checks, "stale_sources": stale, "warnings": warnings}
 

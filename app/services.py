@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.admin import AdminService
+from app.connectors import ConnectorSync
+from app.directory import ScimEndpoint
 from app.gauges import scrape_gauges
+from app.identity import IdentityMap
 from app.index_schema import check_index_schema
 from app.reads import AuditedReads
+from app.scheduler import connector_gauges
 from app.sources import SourceRegistry
 from app.writes import WriteService
 from auth.authenticator import Authenticator, build_authenticator
+from auth.directory import DirectoryExpander
 from core.metrics import Metrics
 from core.settings import Settings
 from ingest.contracts import declared_metadata
@@ -24,6 +29,7 @@ from retrieval.rerank import Reranker
 from retrieval.service import SearchService
 from store.audit import AuditLog, WriteAudit
 from store.catalog import Catalog
+from store.directory import DirectoryStore
 from store.freshness import Freshness
 
 CURSOR_KEY = "search.cursor_key"
@@ -50,6 +56,11 @@ class Services:
     writes: WriteService  # every caller-requested write
     sources: SourceRegistry  # registered sources, their writers and roots
     admin: AdminService  # operator reads
+    # The identity directory (SCIM users and groups) and its SCIM endpoint (None: SCIM off, 404).
+    directory: DirectoryStore | None = None
+    scim: ScimEndpoint | None = None
+    # Connector sources: content and permission syncs (app.connectors), run by app.scheduler.
+    connectors: ConnectorSync | None = None
 
     def close(self) -> None:
         self.index.close()
@@ -118,8 +129,15 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None, chec
                            metadata_fields=declared_metadata(settings.ingest.contracts))
     audit = AuditLog(settings.audit, catalog)
     write_audit = WriteAudit(catalog)
+    directory = DirectoryStore(catalog)
+    # Group expansion per issuer policy (auth.directory; issuers with directory "off" are untouched).
+    expander = DirectoryExpander(directory, settings.directory,
+                                 dev_issuer=settings.auth.dev_issuer if settings.auth.mode == "dev" else "")
     sources = SourceRegistry(settings, catalog, write_audit)
     ingestor = Ingestor(settings.ingest, catalog, index, embedder, bm25, metrics=metrics)
+    connectors = ConnectorSync(settings, catalog, ingestor, IdentityMap(settings.identity, directory), metrics=metrics,
+                               write_audit=write_audit, factories=sources.connector_factories)
+    metrics.add_collector(lambda: connector_gauges(connectors.store))
     return Services(
         settings=settings,
         catalog=catalog,
@@ -128,7 +146,7 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None, chec
         bm25=bm25,
         search_unaudited=search,
         ingestor=ingestor,
-        auth=build_authenticator(settings.auth, settings.storage.dev_key_path),
+        auth=build_authenticator(settings.auth, settings.storage.dev_key_path, directory=expander),
         metrics=metrics,
         audit=audit,
         write_audit=write_audit,
@@ -137,4 +155,7 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None, chec
         writes=WriteService(settings, catalog, ingestor, sources),
         sources=sources,
         admin=AdminService(catalog, freshness, audit, write_audit, sources),
+        directory=directory,
+        connectors=connectors,
+        scim=ScimEndpoint(settings, directory, write_audit) if settings.directory.scim_enabled else None,
     )

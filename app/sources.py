@@ -3,8 +3,9 @@
 A source is created on purpose (``clearance:admin`` over the API, or the operator's local CLI),
 never by a write: ``app.writes`` refuses writes to a source that is not here (404
 ``unknown_source``). Each source has a kind (``push``: systems of record PUT, PATCH and DELETE
-documents; ``filesystem``: a folder synced with its ``acl.toml``), for filesystem sources a root,
-and its writer principals: a caller may write the source only if it holds one of them (and the
+documents; ``filesystem``: a folder synced with its ``acl.toml``; ``connector``: a system of
+record read by a connector, ``app.connectors``, with the connector's name, JSON config and sync
+intervals), for filesystem sources a root, and its writer principals: a caller may write the source only if it holds one of them (and the
 ``clearance:ingest`` scope). Creating, changing and deleting a source are audited write events,
 as are the refusals.
 
@@ -36,10 +37,22 @@ from store.catalog import Catalog, SourceRegistryRow, WriteEventRow, unavailable
 
 log = Log("clearance.sources")
 
-SourceKind = Literal["push", "filesystem"]
-SOURCE_KINDS: tuple[str, ...] = ("push", "filesystem")
+SourceKind = Literal["push", "filesystem", "connector"]
+SOURCE_KINDS: tuple[str, ...] = ("push", "filesystem", "connector")
 SYSTEM_FOLDERS = (Path("/proc"), Path("/sys"), Path("/dev"))
 MAX_SOURCE_NAME = 128
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    """What a ``connector`` source is read with: an installed connector (entry-point name), its
+    config (a JSON object; a ``root`` in it is a server folder, confined like a filesystem
+    source's) and its content and permission sync intervals in seconds."""
+
+    connector: str
+    config: dict[str, Any]
+    content_interval_s: int = 3600
+    permission_interval_s: int = 300
 
 
 def actor_of(caller: Entitlements) -> WriteActor:
@@ -89,6 +102,9 @@ class SourceRegistry:
         self._settings = settings
         self._catalog = catalog
         self._audit = audit
+        # Connectors added in-process by name (tests, embedding applications); looked up before the
+        # installed entry points. Shared with ``app.connectors.ConnectorSync``.
+        self.connector_factories: dict[str, Any] = {}
 
     @property
     def tenant(self) -> str:
@@ -141,15 +157,30 @@ class SourceRegistry:
             raise self.refuse(caller, action, source, exc) from None
 
     def create(self, caller: Entitlements, name: str, kind: str, writers: list[str], root: str | None, *,
-               local: bool = False) -> SourceView:
+               local: bool = False, connector: ConnectorSpec | None = None) -> SourceView:
         """Register a source (admin). ``local``: the operator's CLI registering its own folder,
-        which is not confined to ``ingest.allowed_roots`` (it is not read by the server)."""
+        which is not confined to ``ingest.allowed_roots`` (it is not read by the server).
+        ``connector``: required for (and only for) a ``connector`` source."""
         self.require_admin(caller, "source_create", name)
         check_source_name(name)
         if kind not in SOURCE_KINDS:
             raise InvalidRequestError(f"kind must be one of {', '.join(SOURCE_KINDS)}", code="invalid_source")
         writers = check_writers(writers)
-        if kind == "push":
+        if (kind == "connector") != (connector is not None):
+            raise InvalidRequestError("a connector source needs its connector (and only it has one)", code="invalid_source")
+        extra: list[Any] = []
+        connector_detail: dict[str, Any] = {}
+        if kind == "connector":
+            if root is not None:
+                raise InvalidRequestError("a connector source has no root (its config says what it reads)",
+                                          code="invalid_source")
+            assert connector is not None
+            extra, connector_detail = self._connector_rows(caller, name, connector, local=local)
+            # A server-read connector root is kept resolved in the registry row: before each run
+            # the engine checks the root still resolves there and is still allowed
+            # (``ConnectorSync.check_root``). The local CLI's own folders are not confined.
+            resolved = connector_detail.get("root") if not local else None
+        elif kind == "push":
             if root is not None:
                 raise InvalidRequestError("a push source has no root", code="invalid_source")
             resolved = None
@@ -165,11 +196,59 @@ class SourceRegistry:
                     raise self.refuse(caller, "source_create", name, exc) from None
         row = SourceRegistryRow(name=name, tenant=self.tenant, kind=kind, root=resolved,
                                 writers=json.dumps(writers), created_by=f"{caller.issuer} {caller.subject}")
-        detail = {"kind": kind, "root": resolved, "writers": writers}
+        detail = {"kind": kind, "root": resolved, "writers": writers, **connector_detail}
         with unavailable("catalog"):
-            self._catalog.create_source(row, journal=[self.event_row(caller, "source_create", "created", name, detail)])
+            self._catalog.create_source(row, journal=[*extra, self.event_row(caller, "source_create", "created", name,
+                                                                               detail)])
         log.info("source.created", source=name, kind=kind, writers=len(writers))
         return SourceView.of(row)
+
+    def _connector_rows(self, caller: Entitlements, name: str, spec: ConnectorSpec, *,
+                        local: bool) -> tuple[list[Any], dict[str, Any]]:
+        """The connector row of a new connector source and its audit detail: the connector is
+        installed, its config is a JSON object it accepts (a ``root`` in it confined to
+        ``ingest.allowed_roots`` unless ``local``), the intervals are positive."""
+        from app.connectors import check_config, mask_config
+        from core.errors import ConfigError
+        from ingest.connectors.contract import load
+        from store.connectors import ConnectorSourceRow
+
+        config = check_config(spec.config)
+        if not local and spec.connector == "sql" and _is_sqlite(config.get("url")):
+            # A SQLite file is read by the server process with its file permissions: over the API
+            # it would open any database file the server can read. Only the operator's local CLI.
+            raise self.refuse(caller, "source_create", name, PermissionDeniedError(
+                "a sql connector source over SQLite can only be added with the local CLI "
+                "(`clearance sources add NAME --connector sql ...` on the server host), not over the API", code="sqlite_not_allowed"))
+        for label, value in (("content_interval_s", spec.content_interval_s),
+                             ("permission_interval_s", spec.permission_interval_s)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidRequestError(f"{label} must be a positive number of seconds", code="invalid_source")
+        if isinstance(config.get("root"), str):
+            if local:
+                config["root"] = str(Path(config["root"]).resolve())
+            else:
+                try:
+                    config["root"] = str(self.server_folder(config["root"], None))
+                except PermissionDeniedError as exc:
+                    raise self.refuse(caller, "source_create", name, exc) from None
+        try:
+            from app.connectors import capped_config
+
+            factory = self.connector_factories.get(spec.connector) or load(spec.connector)
+            # Checked as the engine will make it: size bounds capped at ``ingest.max_file_bytes``.
+            factory(name, capped_config(spec.connector, config, self._settings.ingest.max_file_bytes)).close()
+        except ConfigError as exc:
+            raise InvalidRequestError(f"connector {spec.connector!r}: {exc.message}", code=exc.code) from None
+        except Exception as exc:  # its message may hold the config (a DSN with a password): the type only
+            raise InvalidRequestError(f"connector {spec.connector!r} refused its config ({type(exc).__name__})",
+                                      code="invalid_source") from None
+        row = ConnectorSourceRow(name=name, connector=spec.connector, config=json.dumps(config, sort_keys=True),
+                                 content_interval_s=spec.content_interval_s,
+                                 permission_interval_s=spec.permission_interval_s)
+        root_detail = {"root": config["root"]} if isinstance(config.get("root"), str) else {}
+        return [row], {**root_detail, "connector": spec.connector, "config": mask_config(config),
+                       "content_interval_s": spec.content_interval_s, "permission_interval_s": spec.permission_interval_s}
 
     def update(self, caller: Entitlements, name: str, *, writers: list[str] | None = None,
                root: str | None = None, local: bool = False) -> SourceView:
@@ -220,6 +299,10 @@ class SourceRegistry:
         if not resolved.is_dir():
             raise InvalidRequestError(f"not a directory on the server: {raw}", code="not_a_directory")
         return resolved
+
+
+def _is_sqlite(url: object) -> bool:
+    return isinstance(url, str) and url.strip().lower().startswith("sqlite")
 
 
 def source_listing(statuses: list[Any], registered: list[SourceRegistryRow]) -> list[dict[str, Any]]:

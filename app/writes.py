@@ -27,12 +27,14 @@ a 404 decided under the document's write lock, never a check-then-act race.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from app.sources import SourceRegistry, SourceView, actor_of
+from app.sources import ConnectorSpec, SourceRegistry, SourceView, actor_of
 from auth.authenticator import INGEST, Authenticator
 from core.errors import ConflictError, IngestError, InvalidRequestError, NotFoundError, PermissionDeniedError
 from core.logging import current_request_id
@@ -88,7 +90,10 @@ class WriteService:
             if kind is not None and row.kind != kind:
                 raise ConflictError(f"source {source!r} is a {row.kind} source; this write needs a {kind} source "
                                     + ("(its documents come from its folder and acl.toml: change those and resync)"
-                                       if row.kind == "filesystem" else "(push its documents instead)"),
+                                       if row.kind == "filesystem" else
+                                       "(its documents come from its connector: change them in the system of record "
+                                       "and sync, `clearance sync`)" if row.kind == "connector" else
+                                       "(push its documents instead)"),
                                     code="source_kind_mismatch")
         except (PermissionDeniedError, NotFoundError, ConflictError) as exc:
             raise self.sources.refuse(caller, action, source, exc, doc_id) from None
@@ -203,8 +208,8 @@ class WriteService:
 
     # -- sources ----------------------------------------------------------------------------------
     def create_source(self, caller: Entitlements, name: str, kind: str, writers: list[str],
-                      root: str | None) -> SourceView:
-        return self.sources.create(caller, name, kind, writers, root)
+                      root: str | None, *, connector: ConnectorSpec | None = None) -> SourceView:
+        return self.sources.create(caller, name, kind, writers, root, connector=connector)
 
     def update_source(self, caller: Entitlements, name: str, writers: list[str] | None) -> SourceView:
         return self.sources.update(caller, name, writers=writers)
@@ -218,6 +223,23 @@ class WriteService:
             known = row is not None or bool(keys) or self._catalog.source_row(name) is not None
         if not known:
             raise NotFoundError(f"unknown source {name!r}", code="unknown_source")
+        if row is not None and row.kind == "connector":
+            # The source's sync lock for the whole delete: a sync running now would re-add what
+            # is deleted (and one starting after finds the source gone).
+            from store.connectors import ConnectorStore
+
+            store = ConnectorStore(self._catalog)
+            with store.hold(name, f"source_delete:{id(self):x}:{threading.get_ident()}", self._settings.scheduler.lease_s) as got:
+                if not got:
+                    raise self.sources.refuse(caller, "source_delete", name, ConflictError(
+                        f"a sync of source {name!r} is running; delete it when the sync ends", code="sync_running"))
+                with unavailable("catalog"):
+                    keys = [r.doc_id for r in self._catalog.documents(self.tenant, name)]
+                return self._delete_source(caller, name, row, keys, forget=store.forget)
+        return self._delete_source(caller, name, row, keys, forget=None)
+
+    def _delete_source(self, caller: Entitlements, name: str, row: Any, keys: list[str],
+                       forget: Callable[[str], None] | None) -> dict[str, object]:
         deleted = 0
         with self._writing(caller, "source_delete"):
             for doc_id in keys:  # each delete is its own audited change
@@ -226,4 +248,6 @@ class WriteService:
             "documents_deleted": deleted, "source": SourceView.of(row).as_dict() if row is not None else None})
         with unavailable("catalog"):
             self._catalog.remove_source(name, journal=[event])
+            if forget is not None:  # a connector source: its checkpoints and state go with it
+                forget(name)
         return {"source": name, "deleted_documents": deleted}

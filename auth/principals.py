@@ -24,17 +24,24 @@ issuer's ``max_groups`` values) is refused with 401 ``group_overage`` unless a
 ``GroupDirectory`` is configured to look the groups up, or the issuer sets
 ``group_overage = "drop_groups"`` (the caller then gets no group principal: it sees less,
 never more).
+
+Directory expansion (``auth.directory``, issuers with ``directory = "merge"``): a
+``GroupExpander`` adds the caller's directory groups (nested groups expanded) and the ancestors
+of token groups that name directory groups, after the group map; on an overage the token's
+groups are left out and the directory's groups are the caller's groups (none for a caller the
+directory does not know).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from auth.errors import token_error
 from auth.group_map import GroupMap
 from auth.validator import ValidatedToken
 from core.logging import Log
+from core.settings import IssuerSettings
 from core.types import Entitlements, principal_problem
 
 log = Log("clearance.auth")
@@ -46,6 +53,22 @@ class GroupDirectory(Protocol):
 
     def groups_for(self, token: ValidatedToken) -> Sequence[str]:
         """All IdP group values of the token's subject; raise ``BackendUnavailableError`` if down."""
+        ...
+
+
+@runtime_checkable
+class GroupExpander(Protocol):
+    """A ``GroupDirectory`` that also expands groups per issuer (``auth.directory``)."""
+
+    def enabled_for(self, cfg: IssuerSettings) -> bool:
+        """Whether this issuer's callers are expanded (its policy is not ``off``)."""
+        ...
+
+    def groups_for(self, token: ValidatedToken) -> Sequence[str]:
+        ...
+
+    def expand(self, token: ValidatedToken, token_groups: frozenset[str]) -> frozenset[str]:
+        """ACL group names to add to ``token_groups`` (already through the group map)."""
         ...
 
 
@@ -142,8 +165,12 @@ class ClaimsResolver:
     def _groups(self, token: ValidatedToken) -> set[str]:
         cfg, claims = token.issuer, token.claims
         raw = _values(claim(claims, cfg.groups_claim))
+        expander = self.directory if isinstance(self.directory, GroupExpander) and self.directory.enabled_for(cfg) else None
         if _overage(claims, cfg.groups_claim) or len(raw) > cfg.max_groups:
-            if self.directory is not None:
+            if expander is not None:
+                log.info("auth.group_overage", issuer=cfg.issuer, outcome="directory")
+                raw = []  # the token's list is incomplete: the directory answers alone (below)
+            elif self.directory is not None and not isinstance(self.directory, GroupExpander):
                 raw = list(self.directory.groups_for(token))
             elif cfg.group_overage == "drop_groups":
                 log.warning("auth.group_overage", issuer=cfg.issuer, outcome="dropped")
@@ -157,6 +184,8 @@ class ClaimsResolver:
             if v is None:
                 continue
             out.update(n for n in self.group_map.names(cfg.issuer, v) if clean_name(n))
+        if expander is not None:
+            out.update(n for n in expander.expand(token, frozenset(out)) if clean_name(n))
         return out
 
     @staticmethod

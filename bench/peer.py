@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--acorn", type=float, nargs="+", default=[0.15, 0.3, 0.5, 1.0],
                     help="acorn_max_selectivity values swept for Clearance's dense recall")
     ap.add_argument("--reuse", action="store_true", help="reuse both built indexes")
+    ap.add_argument("--build-only", action="store_true", help="build both indexes and record the build figures; measure later with --reuse")
     ap.add_argument("--seed-docs", type=int, default=None, help="embed only this many SciFact documents as the seed (quick runs)")
     args = ap.parse_args()
     n = args.chunks
@@ -99,7 +100,12 @@ def main() -> None:
     out = args.out / f"peer-{n}.json"
     if not args.reuse:
         report["build"] = {"clearance": build(edge_path, seed, n, enc),
-                           "peer": peer.load(generate(seed, n, bm25=enc))}
+                           "peer": peer.load(generate(seed, n, bm25=enc)),
+                           "machine_load_1m": round(os.getloadavg()[0], 2)}  # other work during the build slows it
+        if args.build_only:
+            args.out.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=1))
+            return
     elif out.exists():
         report["build"] = json.loads(out.read_text()).get("build")
     index = EdgeIndex(edge_path, dim)

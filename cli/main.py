@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import typer
 
+from cli import connectors as cli_connectors
 from cli import maintenance as cli_maintenance
 from cli import ops as cli_ops
 from cli import sources as cli_sources
@@ -114,9 +115,17 @@ def serve(ctx: typer.Context, host: str | None = None, port: int | None = None) 
                 exc = ClearanceError(f"{exc.message} (another process, e.g. a `clearance ingest`, holds it)",
                                      code=exc.code)
             _fail(exc)
+        scheduler = None
+        if s.scheduler.in_serve and services.connectors is not None:  # connector syncs (app.scheduler)
+            from app.scheduler import Scheduler
+
+            scheduler = Scheduler(services.connectors)
+            scheduler.start()
         try:
             uvicorn.run(create_app(s, services), host=host, port=port, log_config=None, access_log=False)
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             services.close()
     except ClearanceError as exc:
         _fail(exc)
@@ -276,8 +285,10 @@ def worker(
     once: bool = typer.Option(False, help="stop when the queue is empty"),
     batch: int = typer.Option(16, help="documents claimed (and embedded) per batch"),
     lease: float = typer.Option(300.0, help="seconds a claim is held before another worker may take it"),
+    connectors: bool = typer.Option(True, help="run the connector scheduler (app.scheduler) alongside the queue"),
 ) -> None:
-    """Process queued ingestion items (several workers may run against PostgreSQL + Qdrant server)."""
+    """Process queued ingestion items and run connector syncs when due (several workers may run
+    against PostgreSQL + Qdrant server; each queue item and each connector sync runs once)."""
     import os
     import socket
 
@@ -290,11 +301,25 @@ def worker(
         services = build_services(s)
     except ClearanceError as exc:
         _fail(exc)
+    scheduler = None
     try:
         worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        if connectors and services.connectors is not None:
+            from app.scheduler import Scheduler
+
+            scheduler = Scheduler(services.connectors)
+            if once:  # one pass over the due connector streams, then the queue
+                runs = scheduler.tick()
+                typer.echo(f"worker {worker_id}: {len(runs)} connector syncs "
+                           f"({sum(r.outcome == 'failed' for r in runs)} failed)")
+                scheduler = None
+            else:
+                scheduler.start()
         n = run_worker(services.ingestor, WorkQueue(services.catalog), worker_id, batch=batch, lease_s=lease, once=once)
         typer.echo(f"worker {worker_id}: processed {n} items")
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         services.close()
 
 
@@ -460,6 +485,7 @@ def eval_run(
     personas: bool = typer.Option(True, "--with-personas/--no-personas",
                                   help="entitlement and freshness evaluation (simulated personas)"),
     known_items: int = typer.Option(200, help="documents sampled for the label-free known-item MRR per mode (0: off)"),
+    identifiers: int = typer.Option(200, help="identifier queries (rare codes and names) for success@1/@10 per mode (0: off)"),
     rrf_k: int | None = typer.Option(None),
 ) -> None:
     """Evaluate bm25/dense/hybrid on a BEIR dataset through the production pipeline, or (--live)
@@ -509,7 +535,7 @@ def eval_run(
     cfg = EvalConfig(work_dir=s.storage.data_dir / "eval" / f"{work_name}-{embedder}{variant}",
                      cache_path=s.storage.data_dir / "cache" / "embeddings.sqlite3",
                      modes=tuple(mode), embedder=embedder, personas=personas, retrieval=retrieval,  # type: ignore[arg-type]
-                     known_items=known_items,
+                     known_items=known_items, identifiers=identifiers,
                      progress=lambda msg: typer.echo(f"[{ds.name}] {msg}", err=True))
     try:
         result = run_eval(ds, cfg)
@@ -775,6 +801,7 @@ def eval_check(
 cli_ops.register(app)  # status, jobs, audit
 cli_sources.register(app)  # sources [add|show|update|delete]
 cli_maintenance.register(app)  # db upgrade|status, reindex, backup, restore
+cli_connectors.register(app)  # sync SOURCE [--permissions]
 
 
 def run() -> None:

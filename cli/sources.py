@@ -25,6 +25,10 @@ def _print_source(d: dict[str, Any]) -> None:
         typer.echo(f"  root: {d['root']}")
     typer.echo(f"  writers: {', '.join(d['writers']) or 'none (nobody may write it over the API)'}")
     typer.echo(f"  created {d['created_at']} by {d['created_by']}")
+    if d.get("connector"):
+        from cli.connectors import print_connector
+
+        print_connector(d["connector"])
     if "documents" in d:
         docs = ", ".join(f"{n} {state}" for state, n in sorted(d["documents"].items())) or "no documents"
         typer.echo(f"  documents: {docs}")
@@ -54,20 +58,33 @@ def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -
 
 @sources_app.command("add")
 def add(ctx: typer.Context, name: str = typer.Argument(...),
-        kind: str = typer.Option(..., help="push (systems of record push documents) or filesystem (a folder)"),
+        kind: str | None = typer.Option(None, help="push (systems of record push documents), filesystem (a folder) "
+                                        "or connector (implied by --connector)"),
         root: str | None = typer.Option(None, help="filesystem: the folder"),
         writer: list[str] = typer.Option([], help="principal whose callers may write it; repeat"),
+        connector: str | None = typer.Option(None, help="connector sources: the installed connector (filesystem, "
+                                             "posix, sql, imap, ...)"),
+        config: str = typer.Option("{}", help="connector sources: the connector's config, a JSON object"),
+        content_interval: int = typer.Option(3600, help="connector sources: seconds between content syncs"),
+        permission_interval: int = typer.Option(300, help="connector sources: seconds between permission syncs"),
         as_json: bool = typer.Option(False, "--json")) -> None:
     """Register a source (as the local operator, audited)."""
-    from app.sources import SourceRegistry
+    from app.connectors import check_config
+    from app.sources import ConnectorSpec, SourceRegistry
     from auth.local import operator_entitlements
     from store.audit import WriteAudit
 
     s = _settings(ctx)
+    kind = kind or ("connector" if connector else None)
+    if kind is None:
+        _fail(ClearanceError("--kind or --connector is required", code="invalid_source"))
+    assert kind is not None
     with _catalog(ctx) as cat:
         try:
+            spec = (ConnectorSpec(connector or "", check_config(config), content_interval, permission_interval)
+                    if kind == "connector" else None)
             view = SourceRegistry(s, cat, WriteAudit(cat)).create(operator_entitlements(s.ingest.tenant), name, kind,
-                                                                  writer, root, local=True)
+                                                                  writer, root, local=True, connector=spec)
         except ClearanceError as exc:
             _fail(exc)
     _emit(view.as_dict(), as_json, _print_source)
@@ -87,6 +104,10 @@ def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = ty
             _fail(ClearanceError(f"unknown source {name!r}", code="unknown_source"))
         assert row is not None
         data = {**SourceView.of(row).as_dict(), "documents": cat.document_counts().get(name, {})}
+        if row.kind == "connector":
+            from cli.connectors import connector_status
+
+            data["connector"] = connector_status(s, cat, name)
     _emit(data, as_json, _print_source)
 
 

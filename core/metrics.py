@@ -14,6 +14,10 @@ Families (label sets in braces):
 - ``clearance_embed_texts_total{kind}``, ``clearance_embed_seconds_total{kind}``,
   ``clearance_embed_errors_total{kind}``: throughput is ``rate(texts) / rate(seconds)``.
 - ``clearance_audit_events_total{action}``, ``clearance_audit_write_failures_total``.
+- ``clearance_connector_runs_total{source,stream,outcome}``, ``clearance_connector_run_seconds{stream}``,
+  ``clearance_connector_missed_runs_total{source,stream}`` (``app.connectors``, ``app.scheduler``); at
+  scrape time ``clearance_connector_consecutive_failures{source,stream}`` and
+  ``clearance_connector_unmapped_identities{source}``.
 - Read at scrape time from the catalog and the index (``add_collector``):
   ``clearance_source_lag_seconds{source}``, ``clearance_source_sla_seconds{source}``,
   ``clearance_source_stale{source}``, ``clearance_index_points``.
@@ -70,6 +74,13 @@ class Metrics:
         self.audit_events = Counter("clearance_audit_events", "Audit events written", ["action"], registry=r)
         self.audit_failures = Counter("clearance_audit_write_failures", "Audit events that could not be written",
                                       registry=r)
+        self.connector_runs = Counter("clearance_connector_runs", "Connector sync runs, by stream and outcome",
+                                      ["source", "stream", "outcome"], registry=r)
+        self.connector_run_seconds = Histogram("clearance_connector_run_seconds", "Connector sync run duration",
+                                               ["stream"], registry=r, buckets=_LATENCY_BUCKETS + (60.0, 300.0, 1800.0))
+        self.connector_missed_runs = Counter("clearance_connector_missed_runs",
+                                             "Scheduled connector runs that started more than one interval late",
+                                             ["source", "stream"], registry=r)
 
     def add_collector(self, fn: Callable[[], Iterable[Metric]]) -> None:
         """Families computed at scrape time (gauges read from the catalog or the index)."""
@@ -77,6 +88,14 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    # -- connectors -----------------------------------------------------------------------
+    def connector_run(self, source: str, stream: str, outcome: str, seconds: float) -> None:
+        self.connector_runs.labels(source, stream, outcome).inc()
+        self.connector_run_seconds.labels(stream).observe(seconds)
+
+    def connector_missed(self, source: str, stream: str) -> None:
+        self.connector_missed_runs.labels(source, stream).inc()
 
     # -- ingestion ------------------------------------------------------------------------
     def ingested(self, source: str, outcome: str, error_code: str | None = None) -> None:

@@ -107,13 +107,17 @@ class EmbedderSettings(Section):
 
 
 class RetrievalSettings(Section):
-    rrf_k: int = 60
+    # Chosen by measurement (BENCHMARKS.md, "Fusion settings"): the k with the best mean hybrid
+    # nDCG@10 over SciFact, MED, CISI and CACM among 10, 20, 30, 40, 60, 100 (leg weights 1:1,
+    # 1.3:1 and 1:1.3 tried too, none better); 60 (the RRF paper's) was 0.0034 lower on the mean.
+    rrf_k: int = 30
     # ACORN filtered HNSW on the dense leg; keeps recall under restrictive ACLs (BENCHMARKS.md).
     acorn: bool = True
     # ACORN runs when the whole compiled scope (ACL, deny, tenant, freshness, caller filters)
     # keeps at most this share of the points; above it plain filtered HNSW. Chosen by the recall
-    # sweep of bench.peer (BENCHMARKS.md, "Recall under the full scope").
-    acorn_max_selectivity: float = Field(default=0.15, gt=0.0, le=1.0)
+    # sweep of bench.peer at 100k (BENCHMARKS.md, "Beside a peer"): at 0.15 plain HNSW found 0.75
+    # of the exact top 10 at a 25 % scope, 0.89 at 38 %; at 0.5 every scope is >= 0.992.
+    acorn_max_selectivity: float = Field(default=0.5, gt=0.0, le=1.0)
     # Scopes estimated to hold at most this many chunks get exact (brute-force) dense search:
     # at 1M chunks and 1 % visible, filtered HNSW found 0.41 of the exact top 10 even with ACORN,
     # brute force over the 10k visible chunks 1.0 at the same cost (BENCHMARKS.md). 0: never.
@@ -126,6 +130,13 @@ class RetrievalSettings(Section):
     # Hybrid queries holding identifier-shaped tokens (ticket numbers, codes) put the chunks that
     # contain them first (``retrieval.identifiers``); off: plain rank fusion.
     identifier_boost: bool = True
+    # ...but only for identifiers that are rare where the caller looks: when more chunks than this
+    # hold them all (``IL-6`` in a biomedical corpus), they are ordinary terms and fusion decides.
+    identifier_max_chunks: int = Field(default=10, ge=1, le=1000)
+    # ...and only in short queries, where the identifier is what is asked for ("INC-2041 status");
+    # in a long question it is one term among many (SciFact's claims: nDCG@10 0.7065 without the
+    # boost, 0.7006 with it on every query; BENCHMARKS.md).
+    identifier_max_query_words: int = Field(default=6, ge=1, le=64)
     prefetch_limit: int = 50
     dense_weight: float = 1.0
     bm25_weight: float = 1.0
@@ -178,6 +189,14 @@ class IssuerSettings(Section):
     max_groups: int = Field(default=500, ge=1)
     # reject: 401 ``group_overage``; drop_groups: resolve without any group principal.
     group_overage: Literal["reject", "drop_groups"] = "reject"
+    # Group expansion from the SCIM directory (docs/scim.md). off: token groups only. merge: the
+    # caller's directory groups (nested groups expanded) are added, token groups naming a directory
+    # group gain that group's ancestors, and an overage is answered by the directory, not a 401.
+    directory: Literal["off", "merge"] = "off"
+    # The directory attribute the caller is found by, and the claim holding its value (empty:
+    # ``user_claim``). ``email`` matches only a verified email when ``require_email_verified``.
+    directory_match: Literal["userName", "externalId", "email"] = "userName"
+    directory_claim: str = ""
 
     @field_validator("algorithms")
     @classmethod
@@ -314,6 +333,94 @@ class IngestSettings(Section):
         return self
 
 
+class DirectorySettings(Section):
+    """The identity directory (``store.directory``): SCIM 2.0 at ``/scim/v2`` and group expansion
+    (docs/scim.md). SCIM answers 404 until a bearer credential is configured; OIDC tokens are
+    never accepted there."""
+
+    # The SCIM client's bearer token, or (preferred: nothing secret in the configuration) the hex
+    # SHA-256 of it. Both empty: SCIM is off.
+    scim_token: SecretStr | None = None
+    scim_token_sha256: str = Field(default="", pattern=r"^([0-9a-fA-F]{64})?$")
+    # Nested groups are followed at most this deep (cycles are cut wherever they are).
+    max_depth: int = Field(default=10, ge=1, le=100)
+    # Expansions cached per process: at most ``cache_size`` callers, each for at most
+    # ``cache_ttl_s``, and all dropped once the directory changed (its version is read at most
+    # every ``version_check_s``): a SCIM revocation takes effect within about that interval.
+    cache_size: int = Field(default=10_000, ge=0)
+    cache_ttl_s: float = Field(default=60.0, ge=0)
+    version_check_s: float = Field(default=0.5, ge=0, le=5.0)
+    # Expansion policy of the dev issuer (auth.mode=dev); OIDC issuers set theirs in auth.issuers.
+    dev_issuer: Literal["off", "merge"] = "off"
+    dev_issuer_match: Literal["userName", "externalId", "email"] = "userName"
+    # Largest page a SCIM search returns (ServiceProviderConfig filter.maxResults).
+    max_results: int = Field(default=1000, ge=1, le=100_000)
+    # The issuer(s) whose users the directory holds (the IdP that provisions it over SCIM). Only
+    # these may set ``directory: merge`` in auth.issuers: a subject of another issuer that happens
+    # to equal a directory userName must never get that user's groups. (The dev issuer needs
+    # only ``dev_issuer: merge``.)
+    issuers: list[str] = Field(default_factory=list)
+
+    @property
+    def scim_enabled(self) -> bool:
+        return bool(self.scim_token_sha256 or (self.scim_token is not None and self.scim_token.get_secret_value()))
+
+
+class IdentityRule(Section):
+    """Maps identities of one source namespace and kind to principals (``app.identity``).
+
+    ``principal`` is a template over ``{name}`` (the identity as the source names it); with
+    ``directory_attribute`` the directory user whose attribute equals the name is looked up
+    first and the template may also use ``{userName}``, ``{externalId}``, ``{email}``, ``{id}``
+    (no such user: unmapped). ``match``: a regular expression the whole name must match for the
+    rule to apply (empty: every name). The first rule that yields a principal wins."""
+
+    namespace: str = Field(min_length=1)
+    kind: Literal["user", "group"]
+    principal: str = Field(min_length=1)
+    directory_attribute: Literal["userName", "externalId", "email"] | None = None
+    match: str = ""
+
+
+class IdentityEntry(Section):
+    """One identity mapped by hand: explicit entries win over rules."""
+
+    namespace: str = Field(min_length=1)
+    kind: Literal["user", "group"]
+    name: str = Field(min_length=1)
+    principals: list[str] = Field(min_length=1)
+
+
+class IdentitySettings(Section):
+    """The identity map: source identities (POSIX users, database roles, mail addresses) to
+    principals (docs/connectors.md, "Identity map"). Unmapped identities grant nothing, are
+    reported per source, and an unmapped deny makes its document private."""
+
+    rules: list[IdentityRule] = Field(default_factory=list)
+    entries: list[IdentityEntry] = Field(default_factory=list)
+
+
+class SchedulerSettings(Section):
+    """The connector scheduler (``app.scheduler``): runs each connector source's content and
+    permission syncs at their intervals, one run per source at a time across processes."""
+
+    # `clearance serve` runs the scheduler in a background thread unless this is off;
+    # `clearance worker` always runs it.
+    in_serve: bool = True
+    tick_s: float = Field(default=5.0, gt=0)  # how often due streams are looked for
+    # SQLite lease on a running stream (renewed between batches); PostgreSQL uses advisory locks.
+    lease_s: float = Field(default=600.0, gt=0)
+    # Transient source errors (connection refused, timeouts) are retried this often per run,
+    # waiting backoff_s, 2*backoff_s, ... (capped at backoff_max_s).
+    retries: int = Field(default=3, ge=0, le=20)
+    backoff_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=60.0, ge=0)
+    # Documents applied per batch (the engine's bound, whatever the connector's batches hold).
+    batch_docs: int = Field(default=64, ge=1, le=4096)
+    # A stream whose consecutive failures reach this is reported failing in /readyz (non-fatal).
+    failing_after: int = Field(default=1, ge=1)
+
+
 class AuditSettings(Section):
     """Who saw what. Every search and document read writes one audit event to the catalog
     before the answer leaves; when it cannot be written the request fails (503)."""
@@ -354,6 +461,9 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     db: DbSettings = Field(default_factory=DbSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    directory: DirectorySettings = Field(default_factory=DirectorySettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
 
     @model_validator(mode="after")
     def _no_unknown_environment(self) -> Settings:
@@ -364,6 +474,15 @@ class Settings(BaseSettings):
                    if k.startswith("CLEARANCE_") and k.split("__")[0] not in top and k not in CLI_VARIABLES]
         if unknown:
             raise ValueError(f"unknown settings in the environment: {sorted(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _directory_merge_only_for_its_issuers(self) -> Settings:
+        strays = [i.issuer for i in self.auth.issuers if i.directory == "merge" and i.issuer not in self.directory.issuers]
+        if strays:
+            raise ValueError(f"auth.issuers {strays} set directory 'merge' but are not in directory.issuers "
+                             f"{self.directory.issuers}: the directory holds the users of the issuer(s) named there "
+                             "only, and another issuer's subject must not get a directory user's groups")
         return self
 
     @model_validator(mode="after")

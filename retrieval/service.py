@@ -261,12 +261,13 @@ class SearchService:
         """Chunks holding every identifier of the query first (``retrieval.identifiers``), found
         by a lexical query for the identifiers alone under the same filter."""
         idents = identifier_tokens(query)
-        if not idents:
+        if not idents or len(query.split()) > self.settings.identifier_max_query_words:
             return fused
+        cap = self.settings.identifier_max_chunks
         lexical = replace(iq, mode="bm25", dense=None, sparse=self.bm25.encode_query(" ".join(idents)),
-                          with_dense=False, with_legs=False)
+                          with_dense=False, with_legs=False, limit=max(iq.limit, cap + 1))
         exact = [h for h in self.index.search(lexical, flt) if holds_all(ChunkPayload.from_index(h.payload).text, idents)]
-        if not exact:
+        if not exact or len(exact) > cap:
             return fused
         by_id = {h.id: h for h in fused}
         top = fused[0].score if fused else 0.0

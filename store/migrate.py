@@ -61,6 +61,8 @@ def target_metadata() -> MetaData:
     from sqlmodel import SQLModel
 
     import store.catalog  # noqa: F401  (registers the tables)
+    import store.connectors  # noqa: F401
+    import store.directory  # noqa: F401
     import store.queue  # noqa: F401
 
     return SQLModel.metadata

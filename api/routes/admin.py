@@ -26,10 +26,17 @@ router = APIRouter(tags=["admin"], prefix="/v1/admin", route_class=Authenticated
 
 class CreateSource(RequestBody):
     name: str = Field(min_length=1, max_length=128)
-    kind: Literal["push", "filesystem"]
+    kind: Literal["push", "filesystem", "connector"]
     writers: list[str] = Field(default_factory=list, max_length=1000,
                                description="principals whose callers may write the source (with clearance:ingest)")
     root: str | None = Field(default=None, description="filesystem sources: a folder under ingest.allowed_roots")
+    connector: str | None = Field(default=None, max_length=128,
+                                  description="connector sources: the installed connector (filesystem, posix, sql, imap, ...)")
+    config: dict[str, Any] = Field(default_factory=dict, description="connector sources: the connector's config "
+                                   "(a 'root' in it must be under ingest.allowed_roots)")
+    content_interval_s: int = Field(default=3600, ge=1, description="connector sources: seconds between content syncs")
+    permission_interval_s: int = Field(default=300, ge=1,
+                                       description="connector sources: seconds between permission syncs")
 
 
 class UpdateSource(RequestBody):
@@ -44,8 +51,12 @@ def list_sources(caller: AdminCaller, services: ServicesDep) -> dict[str, Any]:
 @router.post("/sources", status_code=201, responses=error_responses(400, 409, 422))
 def create_source(body: CreateSource, caller: Annotated[Entitlements, Depends(source_administrator("source_create"))],
                   services: ServicesDep) -> dict[str, Any]:
-    """Register a source with its kind, writers and (filesystem) root."""
-    return services.writes.create_source(caller, body.name, body.kind, body.writers, body.root).as_dict()
+    """Register a source with its kind, writers and (filesystem) root or (connector) connector."""
+    from app.sources import ConnectorSpec
+
+    spec = (ConnectorSpec(body.connector or "", body.config, body.content_interval_s, body.permission_interval_s)
+            if body.kind == "connector" else None)
+    return services.writes.create_source(caller, body.name, body.kind, body.writers, body.root, connector=spec).as_dict()
 
 
 @router.get("/sources/{source}", responses=error_responses(404, 422))

@@ -60,7 +60,7 @@ def test_every_returned_chunk_is_checked_and_none_leaks(first: tuple[Result, dic
     assert checked > 0 and report["leak_checks"]["leaks"] == 0
     assert f"leaks 0 in {checked} returned chunks checked" in res.output
     assert checked == sum(q["hits"] for q in report["queries"])
-    assert report["meta"]["timings"]["top_k"] == 10 and report["meta"]["ranking"]["rrf_k"] == 60
+    assert report["meta"]["timings"]["top_k"] == 10 and report["meta"]["ranking"]["rrf_k"] == 30
 
 
 def test_known_item_mrr_per_real_user(first: tuple[Result, dict[str, Any], Path]) -> None:

@@ -145,7 +145,7 @@ def test_tiny_labelled_run_reports_html_and_keeps_query_runs_apart(tmp_path: Pat
     assert "Known-item check" in html
     assert "data:image/png;base64," in html and "<table>" in html and not re.search(r"src=['\"]http", html)
     report = json.loads((out / "tiny.json").read_text())
-    assert report["identity"] and report["meta"]["ranking"]["rrf_k"] == 60
+    assert report["identity"] and report["meta"]["ranking"]["rrf_k"] == 30
     assert report["modes"]["hybrid"]["ms_per_query_production"] > 0
     prod = tmp_path / "prod.jsonl"
     prod.write_text(json.dumps({"id": "p1", "query": "hotel cap", "relevant": {"d3": 1}}) + "\n")

@@ -43,14 +43,15 @@ def _point(doc: str, text: str, allow: str = "group:finance") -> IndexPoint:
 def service(tmp_path: Path):  # noqa: ANN201
     index = EdgeIndex(tmp_path / "edge", EMB.dim)
     travel = [_point(f"travel-{i}", f"travel policy expenses hotel flights rules number {i}") for i in range(120)]
-    index.upsert([*travel, _point("sentinel", "quarterly note mentioning sentinel-valid-001 once"),
+    common = [_point(f"code-{i}", f"travel flights form TF-100 filled in {i}") for i in range(12)]
+    index.upsert([*travel, *common, _point("sentinel", "quarterly note mentioning sentinel-valid-001 once"),
                   _point("hidden", "sentinel-valid-001 travel policy secret", allow="group:hr")])
-    yield lambda boost: SearchService(RetrievalSettings(identifier_boost=boost), index, EMB, BM25)
+    yield lambda boost, **kw: SearchService(RetrievalSettings(identifier_boost=boost, **kw), index, EMB, BM25)
     index.close()
 
 
 def test_exact_identifier_ranks_first_in_hybrid_and_only_within_scope(service) -> None:  # noqa: ANN001
-    q = "travel policy hotel expenses flights for sentinel-valid-001"
+    q = "travel hotel flights sentinel-valid-001"
     plain = [h.doc_id for h in service(False).search(ALICE, q, top_k=10, mode="hybrid").hits]
     assert plain[0] != "sentinel"  # rank fusion alone loses it: the test is not vacuous
     boosted = [h.doc_id for h in service(True).search(ALICE, q, top_k=10, mode="hybrid").hits]
@@ -64,3 +65,20 @@ def test_queries_without_identifiers_are_unchanged(service) -> None:  # noqa: AN
     q = "travel policy hotel"
     assert ([h.id for h in service(True).search(ALICE, q, top_k=10).hits]
             == [h.id for h in service(False).search(ALICE, q, top_k=10).hits])
+
+
+def test_long_questions_and_common_identifiers_are_left_to_fusion(service) -> None:  # noqa: ANN001
+    """The boost is for asking *for* a rare identifier: in a question longer than
+    ``identifier_max_query_words``, or for an identifier more than ``identifier_max_chunks``
+    chunks hold (TF-100: 12), fusion decides alone."""
+    long_q = "travel policy hotel expenses flights for sentinel-valid-001"
+    assert len(long_q.split()) > RetrievalSettings().identifier_max_query_words
+    for q in (long_q, "travel flights TF-100"):
+        assert ([h.id for h in service(True).search(ALICE, q, top_k=10, mode="hybrid").hits]
+                == [h.id for h in service(False).search(ALICE, q, top_k=10, mode="hybrid").hits])
+    # the same long question with a higher word limit is boosted: the gate, not the data, decided
+    boosted = service(True, identifier_max_query_words=10).search(ALICE, long_q, top_k=10, mode="hybrid").hits
+    assert boosted[0].doc_id == "sentinel"
+    # and a common identifier is boosted once the cap admits it
+    capped = service(True, identifier_max_chunks=20).search(ALICE, "travel flights TF-100", top_k=10, mode="hybrid").hits
+    assert all("TF-100" in h.text for h in capped[:10])

@@ -1,0 +1,1 @@
+"""Connectors: read-only views of systems of record (``contract``), discovered by entry point."""
