@@ -101,13 +101,14 @@ def floor(data_dir: Path, scifact: Path, texts: list[str]) -> dict[str, float]:
     index = EdgeIndex(data_dir / "edge", 384)
     flt = compile_scope(Scope(Entitlements("b", "b", "bench", frozenset({SELECTIVITY["10%"], "user:bench-user", "tenant:bench"}))),
                         now=datetime.fromtimestamp(NOW_TS, UTC))
-    exact_below = RetrievalSettings().exact_below_points
+    ranking = RetrievalSettings()
+    exact_below = ranking.exact_below_points
     for t, v in zip(texts[:120], vecs):
         sparse = enc.encode_query(t)
         t0 = time.perf_counter()
         small = small_scope(index, flt, exact_below)  # the service's plan, timed with it
-        q = IndexQuery(mode="hybrid", limit=10, dense=v.tolist(), sparse=sparse, prefetch_limit=50, rrf_k=60, with_dense=True,
-                       exact=small)
+        q = IndexQuery(mode="hybrid", limit=10, dense=v.tolist(), sparse=sparse, prefetch_limit=ranking.prefetch_limit,
+                       rrf_k=ranking.rrf_k, fusion=ranking.fusion, weights=ranking.leg_weights(), with_dense=True, exact=small)
         index.search(q, flt)
         eng_ms.append((time.perf_counter() - t0) * 1000)
     index.close()

@@ -31,6 +31,10 @@ from retrieval.scope_filter import compile_scope
 from retrieval.service import small_scope
 
 EXACT_BELOW = RetrievalSettings().exact_below_points  # the production planner's threshold
+# Hybrid as production fuses it (``retrieval.fusion`` and its leg weights); "hybrid_rrf" beside it.
+RANKING = RetrievalSettings()
+FUSIONS = {"hybrid": (RANKING.fusion, RANKING.leg_weights()),
+           "hybrid_rrf": ("rrf", RetrievalSettings(fusion="rrf").leg_weights())}
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -84,21 +88,24 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
         scope = Scope(Entitlements("bench", "bench", "bench", frozenset({group, "user:bench"})), max_age_s=fresh_days * 86_400)
         flt = compile_scope(scope, now=now)
         lat[label] = {}
-        for mode in ("dense", "bm25", "hybrid"):
+        for mode in ("dense", "bm25", "hybrid", "hybrid_rrf"):
+            fusion, weights = FUSIONS.get(mode, ("rrf", (1.0, 1.0)))
             times = []
             for i, (text, vec) in enumerate(qs):
                 sparse = enc.encode_query(text)
                 t = time.perf_counter()
                 # as SearchService plans it: exact dense search for small scopes (the estimate is timed too)
                 small = mode != "bm25" and small_scope(index, flt, EXACT_BELOW)
-                q = IndexQuery(mode=mode, limit=10, dense=vec.tolist(), sparse=sparse, prefetch_limit=50,  # type: ignore[arg-type]
-                               rrf_k=60, exact=small)
+                q = IndexQuery(mode=mode.removesuffix("_rrf"), limit=10, dense=vec.tolist(), sparse=sparse,  # type: ignore[arg-type]
+                               prefetch_limit=RANKING.prefetch_limit, rrf_k=RANKING.rrf_k, exact=small,
+                               fusion=fusion, weights=weights)  # type: ignore[arg-type]
                 index.search(q, flt)
                 if i >= 20:  # warm-up excluded
                     times.append((time.perf_counter() - t) * 1000)
             lat[label][mode] = {"p50_ms": round(statistics.median(times), 3), "p99_ms": round(pct(times, 99), 3),
                                 "qps_1_thread": round(1000 / statistics.mean(times), 1)}
     results["latency"] = lat
+    results["hybrid_fusion"] = RANKING.fusion
     # Dense recall@10 against exact search per ACL selectivity, with ACORN (the default) and without.
     recall: dict[str, dict[str, float]] = {}
     for label in ("1%", "5%", "10%", "50%"):

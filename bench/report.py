@@ -77,13 +77,18 @@ def render(results: Path = RESULTS) -> str:
         lines += ["## Engine-side search (Qdrant Edge, in-process)", "",
                   "`python -m bench.engine --chunks N`: scoped queries through `EdgeIndex.search` (ACL in every prefetch "
                   "and the top level, freshness 365 days, payload returned), 280 timed queries after 20 warm-up.", "",
-                  "| chunks | ACL visible | dense p50/p99 ms | bm25 p50/p99 ms | hybrid p50/p99 ms | hybrid qps (1 thread) |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+                  "Hybrid is the fusion production used when the row was measured (`retrieval.fusion`); rows "
+                  "measured since relative fusion became the default time RRF beside it (–: not measured).", "",
+                  "| chunks | ACL visible | dense p50/p99 ms | bm25 p50/p99 ms | hybrid fusion | hybrid p50/p99 ms "
+                  "| hybrid qps (1 thread) | hybrid RRF p50/p99 ms |",
+                  "|---:|---:|---:|---:|---|---:|---:|---:|"]
         for r in engine:
             for sel, modes in r["latency"].items():
                 d, b, h = modes["dense"], modes["bm25"], modes["hybrid"]
+                rrf = modes.get("hybrid_rrf")
                 lines.append(f"| {r['chunks']:,} | {sel} | {d['p50_ms']} / {d['p99_ms']} | {b['p50_ms']} / {b['p99_ms']} | "
-                             f"{h['p50_ms']} / {h['p99_ms']} | {h['qps_1_thread']} |")
+                             f"{r.get('hybrid_fusion', 'rrf')} | {h['p50_ms']} / {h['p99_ms']} | {h['qps_1_thread']} | "
+                             + (f"{rrf['p50_ms']} / {rrf['p99_ms']} |" if rrf else "– |"))
         lines += ["", "Dense recall@10 against exact search under the ACL filter (100 queries): the default plan "
                   "(exact search when the scope is estimated at ≤ `retrieval.exact_below_points` chunks, else ACORN) / "
                   "ACORN always / plain filtered HNSW:", "", "| chunks | 1 % | 5 % | 10 % | 50 % |", "|---:|---:|---:|---:|---:|"]

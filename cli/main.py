@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from cli import connectors as cli_connectors
 from cli import maintenance as cli_maintenance
 from cli import ops as cli_ops
 from cli import sources as cli_sources
 from core.errors import ClearanceError
-from core.settings import Settings, load_settings
+from core.settings import RetrievalSettings, Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Clearance: entitlement-aware retrieval.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
@@ -486,7 +487,8 @@ def eval_run(
                                   help="entitlement and freshness evaluation (simulated personas)"),
     known_items: int = typer.Option(200, help="documents sampled for the label-free known-item MRR per mode (0: off)"),
     identifiers: int = typer.Option(200, help="identifier queries (rare codes and names) for success@1/@10 per mode (0: off)"),
-    rrf_k: int | None = typer.Option(None),
+    fusion: str | None = typer.Option(None, help="hybrid fusion: relative or rrf (default: the settings')"),
+    rrf_k: int | None = typer.Option(None, help="RRF's k (with --fusion rrf, or settings whose fusion is rrf)"),
 ) -> None:
     """Evaluate bm25/dense/hybrid on a BEIR dataset through the production pipeline, or (--live)
     this deployment's own corpus for the people in a personas file."""
@@ -506,8 +508,7 @@ def eval_run(
             mode = ["hybrid"]
         if len(mode) != 1:
             _fail(ClearanceError("--live evaluates one mode at a time", code="usage"))
-        if rrf_k:
-            s = s.model_copy(update={"retrieval": s.retrieval.model_copy(update={"rrf_k": rrf_k})})
+        s = s.model_copy(update={"retrieval": _ranking_overrides(s.retrieval, fusion, rrf_k)})
         _eval_live(s, personas_file, queries, baseline, mode[0], seed, max_docs_per_persona, rbo_min, tolerance,
                    out or DEFAULT_OUT, qrels_file)
         return
@@ -515,6 +516,7 @@ def eval_run(
         _fail(ClearanceError("pass --dataset BEIR_DIR, or --live --personas FILE", code="usage"))
     if personas_file or queries or baseline or qrels_file:
         _fail(ClearanceError("--personas, --queries, --baseline and --qrels belong to --live runs", code="usage"))
+    retrieval = _ranking_overrides(s.retrieval, fusion, rrf_k).model_copy(update={"max_top_k": 1000})
     try:
         ds = load_beir(dataset, max_docs=max_docs, max_queries=max_queries)
         work_name = ds.name
@@ -528,7 +530,6 @@ def eval_run(
             ds = type(ds)(f"{ds.name}+{queries_jsonl.stem}", ds.corpus, q_texts, qrels)
     except ClearanceError as exc:
         _fail(exc)
-    retrieval = s.retrieval.model_copy(update={"max_top_k": 1000, **({"rrf_k": rrf_k} if rrf_k else {})})
     # BM25 vectors are fixed at ingestion, so a different tokenization needs its own collection.
     variant = "" if (s.retrieval.bm25_stem and s.retrieval.bm25_stop_words) else \
         f"-stem{int(s.retrieval.bm25_stem)}-stop{int(s.retrieval.bm25_stop_words)}"
@@ -607,6 +608,22 @@ def _eval_live(s: Settings, personas_file: Path, queries: Path | None, baseline:
         typer.echo(f"RBO@10 against the baseline {_num(gate.stability['rbo_mean'])}")
     typer.echo(f"report: {paths['html']} and {paths['json']}")
     _gate_exit(gate.refusals, gate.problems, gate.notes)
+
+
+def _ranking_overrides(r: RetrievalSettings, fusion: str | None, rrf_k: int | None) -> RetrievalSettings:
+    """The retrieval settings with eval's --fusion/--rrf-k applied, validated like the settings."""
+    update: dict[str, Any] = {}
+    if fusion is not None:
+        update["fusion"] = fusion
+    if rrf_k is not None:
+        if update.get("fusion", r.fusion) != "rrf":
+            _fail(ClearanceError("--rrf-k applies to RRF fusion: add --fusion rrf", code="usage"))
+        update["rrf_k"] = rrf_k
+    try:
+        return RetrievalSettings.model_validate({**r.model_dump(), **update})
+    except ValidationError as exc:
+        _fail(ClearanceError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
+                                       for e in exc.errors()), code="usage"))
 
 
 def _num(v: float | None) -> str:

@@ -107,10 +107,15 @@ class EmbedderSettings(Section):
 
 
 class RetrievalSettings(Section):
-    # Chosen by measurement (BENCHMARKS.md, "Fusion settings"): the k with the best mean hybrid
-    # nDCG@10 over SciFact, MED, CISI and CACM among 10, 20, 30, 40, 60, 100 (leg weights 1:1,
-    # 1.3:1 and 1:1.3 tried too, none better); 60 (the RRF paper's) was 0.0034 lower on the mean.
-    rrf_k: int = 30
+    # How hybrid search merges its two legs (``retrieval.fusion``). "relative": each leg's scores
+    # divided by its best, summed with the leg weights; "rrf": reciprocal rank fusion. Chosen by
+    # measurement (BENCHMARKS.md, "Fusion: relative scores"): mean hybrid nDCG@10 over SciFact,
+    # MED, CISI and CACM 0.6356 against 0.6260 for the best RRF, no dataset 0.005 below it.
+    fusion: Literal["relative", "rrf"] = "relative"
+    # RRF only. Chosen by measurement (BENCHMARKS.md, "Fusion settings"): the k with the best mean
+    # hybrid nDCG@10 over SciFact, MED, CISI and CACM among 10, 20, 30, 40, 60, 100 (leg weights
+    # 1:1, 1.3:1 and 1:1.3 tried too, none better); 60 (the RRF paper's) was 0.0034 lower.
+    rrf_k: int = Field(default=30, ge=1)
     # ACORN filtered HNSW on the dense leg; keeps recall under restrictive ACLs (BENCHMARKS.md).
     acorn: bool = True
     # ACORN runs when the whole compiled scope (ACL, deny, tenant, freshness, caller filters)
@@ -138,8 +143,9 @@ class RetrievalSettings(Section):
     # boost, 0.7006 with it on every query; BENCHMARKS.md).
     identifier_max_query_words: int = Field(default=6, ge=1, le=64)
     prefetch_limit: int = 50
-    dense_weight: float = 1.0
-    bm25_weight: float = 1.0
+    # Leg weights; unset: the fusion's measured default (relative 0.6 : 0.4, rrf 1 : 1).
+    dense_weight: float | None = Field(default=None, ge=0.0)
+    bm25_weight: float | None = Field(default=None, ge=0.0)
     max_top_k: int = 100
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
@@ -153,6 +159,22 @@ class RetrievalSettings(Section):
     # Optional rerank stage: a sentence-transformers cross-encoder folder (empty: off).
     rerank_model: str = ""
     rerank_depth: int = Field(default=30, ge=1, le=200)
+
+    @model_validator(mode="after")
+    def _some_leg_counts(self) -> RetrievalSettings:
+        if self.leg_weights() == (0.0, 0.0):
+            raise ValueError("dense_weight and bm25_weight are both 0: hybrid search would rank nothing")
+        return self
+
+    def leg_weights(self) -> tuple[float, float]:
+        """(dense, bm25) weights for hybrid fusion: the set ones, the fusion's default for the rest."""
+        dense, bm25 = FUSION_WEIGHTS[self.fusion]
+        return (dense if self.dense_weight is None else self.dense_weight,
+                bm25 if self.bm25_weight is None else self.bm25_weight)
+
+
+# Each fusion's measured default leg weights (dense, bm25): BENCHMARKS.md, "Fusion".
+FUSION_WEIGHTS: dict[str, tuple[float, float]] = {"relative": (0.6, 0.4), "rrf": (1.0, 1.0)}
 
 
 class IssuerSettings(Section):

@@ -15,6 +15,7 @@ PRINCIPAL_KINDS = ("user", "group", "role", "tenant")
 MAX_PRINCIPAL_VALUE_CHARS = 256
 
 SearchMode = Literal["hybrid", "dense", "bm25"]
+FusionMethod = Literal["relative", "rrf"]  # how hybrid merges its legs (retrieval.fusion)
 
 
 def principal_problem(p: object) -> str | None:

@@ -155,6 +155,7 @@ def _run(ds: Dataset, cfg: EvalConfig, org: Organisation, services: Services) ->
     report: dict[str, Any] = {"dataset": ds.name, "docs": len(ds.corpus), "queries": len(ds.queries),
                               "identity": dataset_identity(ds),
                               "embedder": services.embedder.name, "rrf_k": cfg.retrieval.rrf_k,
+                              "fusion": cfg.retrieval.fusion, "weights": list(cfg.retrieval.leg_weights()),
                               "prefetch_limit": cfg.retrieval.prefetch_limit}
     from eval.live import commit_info, ranking_settings
 

@@ -48,10 +48,17 @@ def write(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def _fusion(report: dict[str, Any]) -> str:
+    """The hybrid fusion a report ran with (reports before ``retrieval.fusion`` were all RRF)."""
+    fusion, weights = report.get("fusion", "rrf"), report.get("weights")
+    text = f"RRF k={report['rrf_k']}" if fusion == "rrf" else f"{fusion} score fusion"
+    return text + (f", leg weights dense {weights[0]:g} : bm25 {weights[1]:g}" if weights else "")
+
+
 def markdown(report: dict[str, Any], images: dict[str, str]) -> str:
     lines = [f"# Retrieval evaluation: {report['dataset']}", "",
              f"{report['docs']} documents, {report.get('chunks', '?')} chunks, {report['queries']} queries; "
-             f"embedder {report['embedder']}; RRF k={report['rrf_k']}, prefetch {report['prefetch_limit']}.", "",
+             f"embedder {report['embedder']}; {_fusion(report)}, prefetch {report['prefetch_limit']}.", "",
              "| mode | nDCG@10 | Recall@100 | MRR@10 | MAP | ms/query (depth 300) | ms/query (top_k 10) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for mode, v in report["modes"].items():

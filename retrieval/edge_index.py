@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,7 +22,8 @@ import qdrant_edge as qe
 from core.errors import BackendUnavailableError
 from core.types import SearchMode
 from retrieval.engine_filter import FilterDialect, homogeneous, translate
-from retrieval.index import DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
+from retrieval.fusion import relative_fusion
+from retrieval.index import DENSE, LEGS, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
 from retrieval.payload import FLOAT_FIELDS, KEYWORD_FIELDS, TENANT_FIELD
 from retrieval.scope_filter import CompiledFilter
 from retrieval.unavailable import engine_call
@@ -150,11 +152,12 @@ class EdgeIndex:
         assert q.sparse is not None
         return qe.Query.Nearest(qe.SparseVector(list(q.sparse.indices), list(q.sparse.values)), using=SPARSE)
 
-    def _request(self, mode: SearchMode, q: IndexQuery, f: qe.Filter, limit: int, top: bool = True) -> qe.QueryRequest:
+    def _request(self, mode: SearchMode, q: IndexQuery, f: qe.Filter, limit: int, top: bool = True,
+                 payload: bool = True) -> qe.QueryRequest:
         vectors = [DENSE] if q.with_dense and top else None
         if mode != "hybrid":
             params = _dense_params(q) if mode == "dense" else _sparse_params(q)
-            return qe.QueryRequest(limit=limit, query=self._leg(mode, q), filter=f, with_payload=True,
+            return qe.QueryRequest(limit=limit, query=self._leg(mode, q), filter=f, with_payload=payload,
                                    with_vector=vectors, params=params)
         weights = list(q.weights) if q.weights != (1.0, 1.0) else None
         return qe.QueryRequest(
@@ -178,6 +181,13 @@ class EdgeIndex:
         f = to_edge_filter(flt)
         if query.mode == "bm25" and query.sparse is not None and not query.sparse.indices:
             return []
+        if query.mode == "hybrid" and query.fusion == "relative":
+            # Each leg under the same filter, in one engine call; fused here (``retrieval.fusion``).
+            legs = [self._request(leg, query, f, query.prefetch_limit, top=False, payload=False) for leg in LEGS]
+            dense, sparse = (self._hits(r) for r in self._shard.query_batch(qe.QueryBatchRequest(legs)))
+            fused = relative_fusion(dense, sparse, weights=query.weights, leg_limit=query.prefetch_limit,
+                                    limit=query.limit)
+            return self._fill(fused, f, query.with_dense)
         main = self._request(query.mode, query, f, query.limit)
         if query.mode == "hybrid" and query.with_legs:
             legs = [self._request("dense", query, f, query.prefetch_limit, top=False),
@@ -189,6 +199,18 @@ class EdgeIndex:
             leg = DENSE if query.mode == "dense" else SPARSE
             return [IndexHit(h.id, h.score, h.payload, {leg: h.score}, {leg: i + 1}, h.dense) for i, h in enumerate(hits)]
         return hits
+
+    def _fill(self, hits: list[IndexHit], f: qe.Filter, with_dense: bool) -> list[IndexHit]:
+        """Payloads (and vectors) of the fused hits only, read under the same scope filter: a
+        chunk whose ACL changed since the legs ran is dropped, never returned with its new one."""
+        if not hits:
+            return []
+        ids = qe.HasIdCondition({uuid.UUID(h.id) for h in hits})
+        records, _ = self._shard.scroll(qe.ScrollRequest(limit=len(hits), filter=qe.Filter(must=[f, ids]),
+                                                         with_payload=True, with_vector=[DENSE] if with_dense else None))
+        found = {_id(r.id): r for r in records}
+        return [replace(h, payload=dict(found[h.id].payload or {}), dense=dense_of(found[h.id].vector))
+                for h in hits if h.id in found]
 
     @staticmethod
     def _hits(points: list[Any]) -> list[IndexHit]:

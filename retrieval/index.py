@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.types import SearchMode
+from core.types import FusionMethod, SearchMode
 from retrieval.bm25 import SparseVector, validate_sparse
 from retrieval.scope_filter import CompiledFilter
 
@@ -24,6 +24,7 @@ DENSE = "dense"
 # 25 % scope (BENCHMARKS.md, "Beside a peer").
 ACORN_MAX_SELECTIVITY = 0.5
 SPARSE = "bm25"
+LEGS: tuple[SearchMode, SearchMode] = ("dense", "bm25")  # the modes a hybrid query fuses
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class IndexQuery:
     prefetch_limit: int
     rrf_k: int
     weights: tuple[float, float] = (1.0, 1.0)  # (dense, bm25)
+    fusion: FusionMethod = "rrf"  # hybrid only
     with_legs: bool = False  # also return per-leg scores/ranks (explain)
     with_dense: bool = False  # return each hit's dense vector (to compute its cosine to the query)
     exact: bool = False  # brute-force dense search (benchmarks compare HNSW recall against it)

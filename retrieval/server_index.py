@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from typing import Any
 
 from qdrant_client import QdrantClient, models
@@ -16,7 +17,8 @@ from core.errors import BackendUnavailableError
 from core.settings import QdrantSettings
 from core.types import SearchMode
 from retrieval.engine_filter import FilterDialect, homogeneous, translate
-from retrieval.index import DENSE, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
+from retrieval.fusion import relative_fusion
+from retrieval.index import DENSE, LEGS, SPARSE, IndexHit, IndexPoint, IndexQuery, dense_of, rank_legs, validate_point
 from retrieval.payload import FLOAT_FIELDS, KEYWORD_FIELDS, TENANT_FIELD
 from retrieval.scope_filter import CompiledFilter
 from retrieval.unavailable import engine_call
@@ -165,6 +167,19 @@ class QdrantServerIndex:
         f = to_server_filter(flt)
         if query.mode == "bm25" and query.sparse is not None and not query.sparse.indices:
             return []
+        if query.mode == "hybrid" and query.fusion == "relative":
+            # Each leg under the same filter, in one round trip; fused here (``retrieval.fusion``).
+            requests = []
+            for mode in LEGS:
+                vec, using = self._leg(mode, query)
+                requests.append(models.QueryRequest(
+                    query=vec, using=using, filter=f, limit=query.prefetch_limit, with_payload=False,
+                    params=_dense_params(query) if mode == "dense" else _sparse_params(query)))
+            dense, sparse = ([IndexHit(str(p.id), float(p.score), {}) for p in r.points]
+                             for r in self._client.query_batch_points(self.collection, requests))
+            fused = relative_fusion(dense, sparse, weights=query.weights, leg_limit=query.prefetch_limit,
+                                    limit=query.limit)
+            return self._fill(fused, f, query.with_dense)
         hits = self._query(query.mode, query, f, query.limit)
         if not query.with_legs:
             return hits
@@ -174,6 +189,18 @@ class QdrantServerIndex:
             return rank_legs(hits, dense, sparse)
         leg = DENSE if query.mode == "dense" else SPARSE
         return [IndexHit(h.id, h.score, h.payload, {leg: h.score}, {leg: i + 1}, h.dense) for i, h in enumerate(hits)]
+
+    def _fill(self, hits: list[IndexHit], f: models.Filter, with_dense: bool) -> list[IndexHit]:
+        """Payloads (and vectors) of the fused hits only, read under the same scope filter: a
+        chunk whose ACL changed since the legs ran is dropped, never returned with its new one."""
+        if not hits:
+            return []
+        ids = models.HasIdCondition(has_id=[h.id for h in hits])
+        records, _ = self._client.scroll(self.collection, scroll_filter=models.Filter(must=[f, ids]), limit=len(hits),
+                                         with_payload=True, with_vectors=[DENSE] if with_dense else False)
+        found = {str(r.id): r for r in records}
+        return [replace(h, payload=dict(found[h.id].payload or {}), dense=dense_of(found[h.id].vector))
+                for h in hits if h.id in found]
 
     def scroll(self, flt: CompiledFilter, limit: int) -> list[IndexHit]:
         with engine_call("qdrant", "scroll"):

@@ -148,6 +148,14 @@ class SearchService:
     def _filter(self, scope: Scope) -> CompiledFilter:
         return compile_scope(scope, source_max_age_s=self.settings.source_max_age_s)
 
+    @property
+    def _fusion_explained(self) -> dict[str, Any]:
+        """How a hybrid hit's score was made, for ``explain``."""
+        dense, bm25 = self.settings.leg_weights()
+        out: dict[str, Any] = {"fusion": self.settings.fusion, "weights": {"dense": dense, "bm25": bm25}}
+        if self.settings.fusion == "rrf":
+            out["rrf_k"] = self.settings.rrf_k
+        return out
 
     def search(self, scope: Scope, query: str, *, top_k: int = 10, mode: SearchMode = "hybrid",
                explain: bool = False, group_by: GroupBy = "chunk", chunks_per_document: int = 3,
@@ -200,7 +208,7 @@ class SearchService:
             iq = IndexQuery(
                 mode=mode, limit=limit, dense=dense, sparse=sparse,
                 prefetch_limit=max(self.settings.prefetch_limit, limit), rrf_k=self.settings.rrf_k,
-                weights=(self.settings.dense_weight, self.settings.bm25_weight), with_legs=explain,
+                weights=self.settings.leg_weights(), fusion=self.settings.fusion, with_legs=explain,
                 with_dense=dense is not None, acorn=self.settings.acorn,
                 acorn_max_selectivity=self.settings.acorn_max_selectivity, exact=exact,
                 idf_corpus=idf_corpus(self.settings.idf_scope, scope, flt),
@@ -233,7 +241,7 @@ class SearchService:
         if explain and mode == "hybrid":
             for h in out:
                 assert h.explain is not None
-                h.explain.update(fusion="rrf", rrf_k=self.settings.rrf_k)
+                h.explain.update(self._fusion_explained)
         if self.reranker is not None:
             out, ok = self._rerank(query, out)
             if not ok:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 
@@ -62,9 +63,14 @@ def scope(*principals: str, tenant: str = "acme", max_age_s: int | None = None) 
     return Scope(Entitlements("u", "iss", tenant, frozenset(principals)), max_age_s=max_age_s)
 
 
+# Every read mode, hybrid once per fusion ("hybrid+relative": ``retrieval.fusion``).
+MODES = ["hybrid", "hybrid+relative", "dense", "bm25"]
+
+
 def query(mode: str, text: str, limit: int = 10) -> IndexQuery:
+    mode, _, fusion = mode.partition("+")
     return IndexQuery(mode=mode, limit=limit, dense=EMB.embed_query(text).tolist(), sparse=BM25.encode_query(text),  # type: ignore[arg-type]
-                      prefetch_limit=50, rrf_k=60)
+                      prefetch_limit=50, rrf_k=60, fusion=fusion or "rrf")  # type: ignore[arg-type]
 
 
 def flt(s: Scope):  # noqa: ANN201
@@ -87,14 +93,14 @@ def ids(hits) -> set[str]:  # noqa: ANN001
     return {ChunkPayload.from_index(h.payload).doc_id for h in hits}
 
 
-@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+@pytest.mark.parametrize("mode", MODES)
 def test_search_returns_only_visible_chunks(index: ChunkIndex, mode: str) -> None:
     index.upsert(CORPUS)
     got = ids(index.search(query(mode, "revenue", 50), flt(scope("user:alice", "group:finance", "tenant:acme"))))
     assert got == {"fin/forecast", "all/handbook", "old/report"}
 
 
-@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+@pytest.mark.parametrize("mode", MODES)
 def test_deny_beats_allow(index: ChunkIndex, mode: str) -> None:
     index.upsert(CORPUS)
     alice = ids(index.search(query(mode, "board pack acquisition"), flt(scope("user:alice", "group:finance", "tenant:acme"))))
@@ -102,11 +108,12 @@ def test_deny_beats_allow(index: ChunkIndex, mode: str) -> None:
     assert "fin/board" not in alice and "fin/board" in bob
 
 
-def test_tenants_never_mix(index: ChunkIndex) -> None:
+@pytest.mark.parametrize("mode", ["hybrid", "hybrid+relative"])
+def test_tenants_never_mix(index: ChunkIndex, mode: str) -> None:
     index.upsert(CORPUS)
-    got = ids(index.search(query("hybrid", "revenue", 50), flt(scope("tenant:acme", "tenant:globex"))))
+    got = ids(index.search(query(mode, "revenue", 50), flt(scope("tenant:acme", "tenant:globex"))))
     assert "other/tenant" not in got
-    assert ids(index.search(query("hybrid", "revenue", 50), flt(scope("tenant:globex", tenant="globex")))) == {"other/tenant"}
+    assert ids(index.search(query(mode, "revenue", 50), flt(scope("tenant:globex", tenant="globex")))) == {"other/tenant"}
 
 
 def test_freshness_cutoff(index: ChunkIndex) -> None:
@@ -119,7 +126,7 @@ def test_hidden_best_match_never_surfaces_through_a_prefetch(index: ChunkIndex) 
     # The invisible chunk is the best match in both legs; if any prefetch lacked the filter,
     # fusion would carry it to the top.
     index.upsert(CORPUS + [point("hr/secret", 0, "merger secret project falcon", ["group:hr"])])
-    for mode in ("hybrid", "dense", "bm25"):
+    for mode in MODES:
         got = ids(index.search(query(mode, "merger secret project falcon", 50), flt(scope("tenant:acme", "group:finance"))))
         assert "hr/secret" not in got
 
@@ -163,6 +170,46 @@ def test_hybrid_explain_reports_leg_ranks(index: ChunkIndex) -> None:
     assert top.score == pytest.approx(expected, rel=1e-4)
 
 
+def test_relative_fusion_reports_leg_scores_and_scales_each_leg_by_its_best(index: ChunkIndex) -> None:
+    index.upsert(CORPUS)
+    q = IndexQuery(mode="hybrid", limit=5, dense=EMB.embed_query("revenue forecast").tolist(), with_dense=True,
+                   sparse=BM25.encode_query("revenue forecast"), prefetch_limit=50, rrf_k=60, fusion="relative",
+                   weights=(0.6, 0.4))
+    s = flt(scope("group:finance", "tenant:acme"))
+    hits = index.search(q, s)
+    legs = {leg: index.search(replace(q, mode=leg, limit=50), s) for leg in ("dense", "bm25")}
+    best = {leg: max(h.score for h in hits_) for leg, hits_ in legs.items()}
+    assert hits and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    for h in hits:
+        # Both legs ran out of visible chunks before their limit, so a missing leg adds nothing.
+        expected = sum(w * h.leg_scores[leg] / best[leg] for leg, w in (("dense", 0.6), ("bm25", 0.4)) if leg in h.leg_scores)
+        assert h.score == pytest.approx(expected, rel=1e-5)
+        assert h.dense is not None and len(h.dense) == EMB.dim  # vectors of returned chunks, for cosines
+        assert ChunkPayload.from_index(h.payload).doc_id  # payload filled for every returned hit
+
+
+def test_relative_fusion_drops_a_chunk_whose_acl_changes_while_it_is_fused(index: ChunkIndex,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The legs read ids under the filter; payloads are read afterwards under the same filter, so
+    an ACL revoked in between removes the chunk instead of returning it with its new ACL."""
+    import sys
+
+    index.upsert(CORPUS)
+    q, finance = query("hybrid+relative", "quarterly revenue forecast", 50), flt(scope("group:finance", "tenant:acme"))
+    assert "fin/forecast" in ids(index.search(q, finance))  # visible until the revocation
+    module = sys.modules[type(index).__module__]
+    real = module.relative_fusion
+
+    def revoke_meanwhile(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        out = real(*args, **kwargs)
+        index.set_payload([CORPUS[0].id], acl_fields(Acl(frozenset({"group:hr"}))))  # fin/forecast leaves finance
+        return out
+
+    monkeypatch.setattr(module, "relative_fusion", revoke_meanwhile)
+    got = ids(index.search(q, finance))
+    assert "fin/forecast" not in got and "all/handbook" in got
+
+
 def test_malformed_vectors_are_refused_before_the_engine(index: ChunkIndex) -> None:
     bad = IndexPoint(str(uuid.uuid4()), [float("nan")] * EMB.dim, BM25.encode_document("x"), {"tenant": "acme"})
     with pytest.raises(ValueError):
@@ -185,7 +232,6 @@ def test_backends_agree(tmp_path: Path) -> None:
                      [f"group:g{i % 3}", "tenant:acme"] if i % 4 else [f"group:g{i % 3}"],
                      dense=rng.normal(size=EMB.dim).tolist()) for i in range(60)]
         # Random real-valued term weights too, so no leg has ties whose order is unspecified.
-        from dataclasses import replace
 
         from retrieval.bm25 import SparseVector
 
@@ -197,10 +243,9 @@ def test_backends_agree(tmp_path: Path) -> None:
         a.upsert(pts)
         b.upsert(pts)
         s = flt(scope("group:g1", "tenant:acme"))
-        for mode in ("dense", "bm25", "hybrid"):
+        for mode in MODES:
             for _ in range(5):
-                iq = IndexQuery(mode=mode, limit=10, dense=rng.normal(size=EMB.dim).tolist(),  # type: ignore[arg-type]
-                                sparse=rand_sparse(), prefetch_limit=50, rrf_k=60)
+                iq = replace(query(mode, "unused"), dense=rng.normal(size=EMB.dim).tolist(), sparse=rand_sparse())
                 ra, rb = a.search(iq, s), b.search(iq, s)
                 # Same scores in the same order; ids may differ only within ties.
                 assert [round(h.score, 4) for h in ra] == [round(h.score, 4) for h in rb], mode

@@ -134,7 +134,7 @@ def test_unchanged_rerun_passes_and_rrf_k_1_fails_the_gate(deployment: tuple[Pat
     ok = _cli("eval", "check", "--report", str(again_path), "--baseline", str(base_path))
     assert ok.exit_code == 0 and "no regression" in ok.output
 
-    res, changed, changed_path = _live(tmp / "run3", "--rrf-k", "1", "--baseline", str(base_path))
+    res, changed, changed_path = _live(tmp / "run3", "--fusion", "rrf", "--rrf-k", "1", "--baseline", str(base_path))
     assert changed["meta"]["ranking"]["rrf_k"] == 1
     assert res.exit_code == 1 and "regression: RBO@10" in res.output and "most changed: " in res.output
     worst = changed["stability"]["most_changed"]

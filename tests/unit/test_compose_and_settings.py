@@ -43,3 +43,27 @@ def test_unknown_top_level_variable_is_rejected(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CLEARANCE_DATABSE_URL", "sqlite:///typo")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_leg_weights_default_per_fusion_and_never_both_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import FUSION_WEIGHTS, RetrievalSettings
+
+    assert RetrievalSettings().fusion == "relative" and RetrievalSettings().leg_weights() == FUSION_WEIGHTS["relative"]
+    assert RetrievalSettings(fusion="rrf").leg_weights() == (1.0, 1.0)
+    assert RetrievalSettings(fusion="rrf", bm25_weight=2.0).leg_weights() == (1.0, 2.0)  # a set weight is kept
+    with pytest.raises(ValidationError, match="both 0"):
+        RetrievalSettings(dense_weight=0, bm25_weight=0)
+    monkeypatch.setenv("CLEARANCE_RETRIEVAL__FUSION", "rff")  # a typo is an error, not a silent default
+    with pytest.raises(ValidationError, match="fusion"):
+        Settings()
+
+
+def test_eval_rrf_k_without_rrf_fusion_is_a_usage_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    res = CliRunner().invoke(app, ["eval", "run", "--dataset", str(tmp_path), "--rrf-k", "1"])
+    assert res.exit_code == 2 and "--rrf-k applies to RRF fusion: add --fusion rrf" in res.output
+    res = CliRunner().invoke(app, ["eval", "run", "--dataset", str(tmp_path), "--fusion", "borda"])
+    assert res.exit_code == 2 and "fusion" in res.output
