@@ -8,6 +8,9 @@ import platform
 from pathlib import Path
 
 RESULTS = Path("bench/results")
+# Studies written by hand (fusion, IDF scope, the peer, identifier queries): appended as they are,
+# so regenerating the tables never drops them.
+STUDIES = Path("bench/studies.md")
 
 
 def _mem_gb() -> float:
@@ -128,7 +131,8 @@ def render(results: Path = RESULTS) -> str:
         for r in ingest:
             lines.append(f"| {r['docs']:,} | {r['chunks']:,} | {r['embedder_chunks_per_s']} | {r['ingest_chunks_per_s']} "
                          f"| {r['ratio']:.0%} |")
-    return "\n".join(lines) + "\n" + NOTES
+    studies = "\n" + STUDIES.read_text() if STUDIES.exists() else ""
+    return "\n".join(lines) + "\n" + NOTES + studies
 
 
 if __name__ == "__main__":

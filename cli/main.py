@@ -19,7 +19,7 @@ from cli import maintenance as cli_maintenance
 from cli import ops as cli_ops
 from cli import sources as cli_sources
 from core.errors import ClearanceError
-from core.settings import RetrievalSettings, Settings, load_settings
+from core.settings import IngestSettings, RetrievalSettings, Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Clearance: entitlement-aware retrieval.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
@@ -530,13 +530,18 @@ def eval_run(
             ds = type(ds)(f"{ds.name}+{queries_jsonl.stem}", ds.corpus, q_texts, qrels)
     except ClearanceError as exc:
         _fail(exc)
-    # BM25 vectors are fixed at ingestion, so a different tokenization needs its own collection.
+    # BM25 vectors and chunks are fixed at ingestion, so a different tokenization or chunking
+    # needs its own collection.
     variant = "" if (s.retrieval.bm25_stem and s.retrieval.bm25_stop_words) else \
         f"-stem{int(s.retrieval.bm25_stem)}-stop{int(s.retrieval.bm25_stop_words)}"
+    chunking = (s.ingest.chunk_chars, s.ingest.chunk_overlap_chars, s.ingest.min_chunk_chars)
+    defaults = IngestSettings()
+    if chunking != (defaults.chunk_chars, defaults.chunk_overlap_chars, defaults.min_chunk_chars):
+        variant += "-chunk{}-{}-{}".format(*chunking)
     cfg = EvalConfig(work_dir=s.storage.data_dir / "eval" / f"{work_name}-{embedder}{variant}",
                      cache_path=s.storage.data_dir / "cache" / "embeddings.sqlite3",
                      modes=tuple(mode), embedder=embedder, personas=personas, retrieval=retrieval,  # type: ignore[arg-type]
-                     known_items=known_items, identifiers=identifiers,
+                     known_items=known_items, identifiers=identifiers, ingest=s.ingest,
                      progress=lambda msg: typer.echo(f"[{ds.name}] {msg}", err=True))
     try:
         result = run_eval(ds, cfg)

@@ -56,6 +56,8 @@ class EvalConfig:
     depth: int = 100  # documents ranked per query
     seed: int = 13
     retrieval: RetrievalSettings = field(default_factory=lambda: RetrievalSettings(max_top_k=1000))
+    # Chunking as the deployment configures it (the tenant is the simulated organisation's).
+    ingest: IngestSettings = field(default_factory=IngestSettings)
     progress: Callable[[str], None] = lambda _msg: None
 
 
@@ -75,7 +77,7 @@ def _services(cfg: EvalConfig, tenant: str) -> Services:
         storage=StorageSettings(data_dir=cfg.work_dir),
         embedder=EmbedderSettings(kind=cfg.embedder),  # type: ignore[arg-type]
         retrieval=cfg.retrieval,
-        ingest=IngestSettings(tenant=tenant),
+        ingest=cfg.ingest.model_copy(update={"tenant": tenant}),
     )
     embedder = CachedEmbedder(build_embedder(settings.embedder), cfg.cache_path)
     return build_services(settings, embedder=embedder)

@@ -153,3 +153,31 @@ def test_tiny_labelled_run_reports_html_and_keeps_query_runs_apart(tmp_path: Pat
                            "--known-items", "0", "--queries-jsonl", str(prod)])
     assert res.exit_code == 0, res.output
     assert (out / "tiny+prod.json").exists() and json.loads((out / "tiny.json").read_text())["queries"] == 1
+
+
+def test_labelled_runs_chunk_as_configured_in_their_own_collection(tmp_path: Path, cli: CliRunner,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment's chunk settings reach the evaluation (never silently the defaults), and a
+    different chunking never reuses a collection chunked otherwise."""
+    from cli.main import app
+
+    d = tmp_path / "long"
+    d.mkdir()
+    text = " ".join(f"Sentence {i} about vitamin d and winter trials in the north." for i in range(40))
+    (d / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "Vitamin D", "text": text}) + "\n")
+    (d / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "vitamin d"}) + "\n")
+    (d / "qrels").mkdir()
+    (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    args = ["eval", "run", "--dataset", str(d), "--embedder", "hash", "--no-personas", "--known-items", "0",
+            "--identifiers", "0"]
+    res = cli.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    default = json.loads((tmp_path / "a" / "long.json").read_text())
+    monkeypatch.setenv("CLEARANCE_INGEST__CHUNK_CHARS", "400")
+    monkeypatch.setenv("CLEARANCE_INGEST__CHUNK_OVERLAP_CHARS", "50")
+    res = cli.invoke(app, [*args, "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    small = json.loads((tmp_path / "b" / "long.json").read_text())
+    assert small["meta"]["ranking"]["chunk_chars"] == 400 and default["meta"]["ranking"]["chunk_chars"] == 1200
+    assert small["chunks"] > default["chunks"] >= 1
+    assert sorted(p.name for p in (tmp_path / "var" / "eval").iterdir()) == ["long-hash", "long-hash-chunk400-50-200"]
