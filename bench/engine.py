@@ -33,8 +33,9 @@ from retrieval.service import small_scope
 EXACT_BELOW = RetrievalSettings().exact_below_points  # the production planner's threshold
 # Hybrid as production fuses it (``retrieval.fusion`` and its leg weights); "hybrid_rrf" beside it.
 RANKING = RetrievalSettings()
-FUSIONS = {"hybrid": (RANKING.fusion, RANKING.leg_weights()),
-           "hybrid_rrf": ("rrf", RetrievalSettings(fusion="rrf").leg_weights())}
+# "hybrid_rrf" is the default before relative fusion: RRF k 30, legs of 50.
+FUSIONS = {"hybrid": (RANKING.fusion, RANKING.leg_weights(), RANKING.prefetch_limit),
+           "hybrid_rrf": ("rrf", (1.0, 1.0), 50)}
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -89,7 +90,7 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
         flt = compile_scope(scope, now=now)
         lat[label] = {}
         for mode in ("dense", "bm25", "hybrid", "hybrid_rrf"):
-            fusion, weights = FUSIONS.get(mode, ("rrf", (1.0, 1.0)))
+            fusion, weights, depth = FUSIONS.get(mode, ("rrf", (1.0, 1.0), RANKING.prefetch_limit))
             times = []
             for i, (text, vec) in enumerate(qs):
                 sparse = enc.encode_query(text)
@@ -97,7 +98,7 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
                 # as SearchService plans it: exact dense search for small scopes (the estimate is timed too)
                 small = mode != "bm25" and small_scope(index, flt, EXACT_BELOW)
                 q = IndexQuery(mode=mode.removesuffix("_rrf"), limit=10, dense=vec.tolist(), sparse=sparse,  # type: ignore[arg-type]
-                               prefetch_limit=RANKING.prefetch_limit, rrf_k=RANKING.rrf_k, exact=small,
+                               prefetch_limit=depth, rrf_k=RANKING.rrf_k, exact=small,
                                fusion=fusion, weights=weights)  # type: ignore[arg-type]
                 index.search(q, flt)
                 if i >= 20:  # warm-up excluded

@@ -35,18 +35,21 @@ GRID: list[dict[str, Any]] = [
     {"fusion": "relative", "dense_weight": 0.6, "bm25_weight": 0.4},
     {"fusion": "relative", "dense_weight": 0.65, "bm25_weight": 0.35},
     {"fusion": "relative", "dense_weight": 0.7, "bm25_weight": 0.3},
+    # Deeper legs: the api depth's ranking then comes from 100 chunks per leg instead of 50.
+    {"fusion": "rrf", "rrf_k": 30, "prefetch_limit": 100},
+    {"fusion": "relative", "dense_weight": 0.6, "bm25_weight": 0.4, "prefetch_limit": 100},
 ]
 DEPTHS = {"eval": 100, "api": 10}  # documents ranked; _rank asks for 3x as many chunks
 
 
-def measure(name: str, datasets: Path, data_dir: Path) -> list[dict[str, Any]]:
+def measure(name: str, datasets: Path, data_dir: Path, grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ds = load_beir(datasets / name)
     org = simulate(list(ds.corpus), seed=13, now=ORG_NOW)
     work = data_dir / "eval" / f"{ds.name}-minilm"
     if not work.exists():
         raise SystemExit(f"{work} is missing: run `clearance eval run --dataset {datasets / name}` first")
     rows = []
-    for overrides in GRID:
+    for overrides in grid:
         cfg = EvalConfig(work_dir=work, cache_path=data_dir / "cache" / "embeddings.sqlite3",
                          retrieval=RetrievalSettings(max_top_k=1000, **overrides))
         services = _services(cfg, org.tenant)
@@ -66,9 +69,10 @@ def measure(name: str, datasets: Path, data_dir: Path) -> list[dict[str, Any]]:
 
 
 def _label(row: dict[str, Any]) -> str:
+    deep = f", prefetch {row['prefetch_limit']}" if "prefetch_limit" in row else ""
     if row["fusion"] == "rrf":
-        return f"rrf k {row['rrf_k']}"
-    return f"relative {row['dense_weight']:g} : {row['bm25_weight']:g}"
+        return f"rrf k {row['rrf_k']}{deep}"
+    return f"relative {row['dense_weight']:g} : {row['bm25_weight']:g}{deep}"
 
 
 def markdown(rows: list[dict[str, Any]], names: list[str]) -> str:
@@ -90,9 +94,14 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path("../shared/datasets"))
     ap.add_argument("--data-dir", type=Path, default=Path("var"))
     ap.add_argument("--out", type=Path, default=Path("bench/results/fusion-relative"))
+    ap.add_argument("--config", action="append", type=json.loads, default=None,
+                    help="a grid entry as JSON (repeat); default: the whole grid")
+    ap.add_argument("--append", action="store_true", help="add to the results file's rows instead of replacing them")
     args = ap.parse_args()
     names = [load_beir(args.shared / n).name for n in args.datasets]
-    rows = [r for n in args.datasets for r in measure(n, args.shared, args.data_dir)]
+    rows = [r for n in args.datasets for r in measure(n, args.shared, args.data_dir, args.config or GRID)]
+    if args.append and args.out.with_suffix(".jsonl").exists():
+        rows = [json.loads(line) for line in args.out.with_suffix(".jsonl").read_text().splitlines()] + rows
     args.out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     args.out.with_suffix(".md").write_text(markdown(rows, names))
     print(markdown(rows, names))

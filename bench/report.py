@@ -81,7 +81,8 @@ def render(results: Path = RESULTS) -> str:
                   "`python -m bench.engine --chunks N`: scoped queries through `EdgeIndex.search` (ACL in every prefetch "
                   "and the top level, freshness 365 days, payload returned), 280 timed queries after 20 warm-up.", "",
                   "Hybrid is the fusion production used when the row was measured (`retrieval.fusion`); rows "
-                  "measured since relative fusion became the default time RRF beside it (–: not measured).", "",
+                  "measured since relative fusion became the default time the default before beside it "
+                  "(RRF k 30, legs of 50; –: not measured).", "",
                   "| chunks | ACL visible | dense p50/p99 ms | bm25 p50/p99 ms | hybrid fusion | hybrid p50/p99 ms "
                   "| hybrid qps (1 thread) | hybrid RRF p50/p99 ms |",
                   "|---:|---:|---:|---:|---|---:|---:|---:|"]
