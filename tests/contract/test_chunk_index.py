@@ -300,8 +300,9 @@ def test_group_by_document_gives_one_entry_per_document(index: ChunkIndex, mode:
     assert one.documents is not None and len(one.documents) == 1 and one.more
 
 
+@pytest.mark.parametrize("mode", ["bm25", "hybrid"])
 @pytest.mark.parametrize("group_by", ["chunk", "document"])
-def test_pages_never_repeat_and_stay_in_scope(index: ChunkIndex, group_by: str) -> None:
+def test_pages_never_repeat_and_stay_in_scope(index: ChunkIndex, group_by: str, mode: str) -> None:
     from retrieval.cursor import digest
 
     index.upsert(_many("a", 5, ["tenant:acme"]) + _many("b", 5, ["group:finance"]) + _many("c", 5, ["group:hr"])
@@ -309,7 +310,7 @@ def test_pages_never_repeat_and_stay_in_scope(index: ChunkIndex, group_by: str) 
     s = scope("user:u", "group:finance", "tenant:acme")
     svc, seen, shown, pages = _service(index), frozenset[str](), [], 0
     while True:
-        res = svc.search(s, "zebra", top_k=2, mode="bm25", group_by=group_by, chunks_per_document=10, seen=seen)  # type: ignore[arg-type]
+        res = svc.search(s, "zebra", top_k=2, mode=mode, group_by=group_by, chunks_per_document=10, seen=seen)  # type: ignore[arg-type]
         shown += [h for h in res.hits]
         seen = seen | {digest(i) for i in res.handed_out()}
         pages += 1
