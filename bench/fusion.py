@@ -42,10 +42,11 @@ GRID: list[dict[str, Any]] = [
 DEPTHS = {"eval": 100, "api": 10}  # documents ranked; _rank asks for 3x as many chunks
 
 
-def measure(name: str, datasets: Path, data_dir: Path, grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def measure(name: str, datasets: Path, data_dir: Path, grid: list[dict[str, Any]],
+            variant: str = "") -> list[dict[str, Any]]:
     ds = load_beir(datasets / name)
     org = simulate(list(ds.corpus), seed=13, now=ORG_NOW)
-    work = data_dir / "eval" / f"{ds.name}-minilm"
+    work = data_dir / "eval" / f"{ds.name}-minilm{variant}"
     if not work.exists():
         raise SystemExit(f"{work} is missing: run `clearance eval run --dataset {datasets / name}` first")
     rows = []
@@ -55,7 +56,7 @@ def measure(name: str, datasets: Path, data_dir: Path, grid: list[dict[str, Any]
         services = _services(cfg, org.tenant)
         try:
             scope = _unrestricted(org.tenant)
-            row: dict[str, Any] = {"dataset": ds.name, **overrides}
+            row: dict[str, Any] = {"dataset": ds.name, **overrides, **({"collection": work.name} if variant else {})}
             for label, depth in DEPTHS.items():
                 t0 = time.perf_counter()
                 run = {q: _rank(services, scope, text, "hybrid", depth)[0] for q, text in ds.queries.items()}
@@ -97,9 +98,10 @@ def main() -> None:
     ap.add_argument("--config", action="append", type=json.loads, default=None,
                     help="a grid entry as JSON (repeat); default: the whole grid")
     ap.add_argument("--append", action="store_true", help="add to the results file's rows instead of replacing them")
+    ap.add_argument("--variant", default="", help="collection suffix, e.g. -chunk800-100-200 (eval run with other chunking)")
     args = ap.parse_args()
     names = [load_beir(args.shared / n).name for n in args.datasets]
-    rows = [r for n in args.datasets for r in measure(n, args.shared, args.data_dir, args.config or GRID)]
+    rows = [r for n in args.datasets for r in measure(n, args.shared, args.data_dir, args.config or GRID, args.variant)]
     if args.append and args.out.with_suffix(".jsonl").exists():
         rows = [json.loads(line) for line in args.out.with_suffix(".jsonl").read_text().splitlines()] + rows
     args.out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
