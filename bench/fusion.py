@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--config", action="append", type=json.loads, default=None,
                     help="a grid entry as JSON (repeat); default: the whole grid")
     ap.add_argument("--append", action="store_true", help="add to the results file's rows instead of replacing them")
-    ap.add_argument("--variant", default="", help="collection suffix, e.g. -chunk800-100-200 (eval run with other chunking)")
+    ap.add_argument("--variant", default="", help="collection suffix, e.g. --variant=-chunk800-100-200 (eval run with other chunking)")
     args = ap.parse_args()
     names = [load_beir(args.shared / n).name for n in args.datasets]
     rows = [r for n in args.datasets for r in measure(n, args.shared, args.data_dir, args.config or GRID, args.variant)]
