@@ -30,10 +30,10 @@ from retrieval.index import IndexQuery
 from retrieval.scope_filter import compile_scope
 from retrieval.service import small_scope
 
-EXACT_BELOW = RetrievalSettings().exact_below_points  # the production planner's threshold
-# Hybrid as production fuses it (``retrieval.fusion`` and its leg weights); "hybrid_rrf" beside it.
-RANKING = RetrievalSettings()
-# "hybrid_rrf" is the default before relative fusion: RRF k 30, legs of 50.
+RANKING = RetrievalSettings()  # production's ranking settings
+EXACT_BELOW = RANKING.exact_below_points  # the production planner's threshold
+# Hybrid as production fuses it (``retrieval.fusion``, its leg weights and depth); "hybrid_rrf"
+# beside it is the default before relative fusion: RRF k 30, legs of 50.
 FUSIONS = {"hybrid": (RANKING.fusion, RANKING.leg_weights(), RANKING.prefetch_limit),
            "hybrid_rrf": ("rrf", (1.0, 1.0), 50)}
 

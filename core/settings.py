@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from core.errors import ConfigError
+from core.types import FusionMethod
 
 # Read outside settings: a bearer token for `whoami`/`ingest` (by the CLI itself), and the
 # test-only crash hook of ``ingest.crashpoints``.
@@ -111,7 +112,7 @@ class RetrievalSettings(Section):
     # divided by its best, summed with the leg weights; "rrf": reciprocal rank fusion. Chosen by
     # measurement (BENCHMARKS.md, "Fusion: relative scores"): mean hybrid nDCG@10 over the six
     # shared datasets 0.5870 against 0.5801 for the best RRF (k 30), no dataset 0.005 below it.
-    fusion: Literal["relative", "rrf"] = "relative"
+    fusion: FusionMethod = "relative"
     # RRF only. Chosen by measurement (BENCHMARKS.md, "Fusion settings"): the k with the best mean
     # hybrid nDCG@10 over SciFact, MED, CISI and CACM among 10, 20, 30, 40, 60, 100 (leg weights
     # 1:1, 1.3:1 and 1:1.3 tried too, none better); 60 (the RRF paper's) was 0.0034 lower.
@@ -178,7 +179,7 @@ class RetrievalSettings(Section):
 
 
 # Each fusion's measured default leg weights (dense, bm25): BENCHMARKS.md, "Fusion".
-FUSION_WEIGHTS: dict[str, tuple[float, float]] = {"relative": (0.6, 0.4), "rrf": (1.0, 1.0)}
+FUSION_WEIGHTS: dict[FusionMethod, tuple[float, float]] = {"relative": (0.6, 0.4), "rrf": (1.0, 1.0)}
 
 
 class IssuerSettings(Section):

@@ -148,7 +148,6 @@ class SearchService:
     def _filter(self, scope: Scope) -> CompiledFilter:
         return compile_scope(scope, source_max_age_s=self.settings.source_max_age_s)
 
-    @property
     def _fusion_explained(self) -> dict[str, Any]:
         """How a hybrid hit's score was made, for ``explain``."""
         dense, bm25 = self.settings.leg_weights()
@@ -239,9 +238,10 @@ class SearchService:
         qvec = np.asarray(dense, dtype=np.float32) if dense is not None else None
         out = [self._hit(h, terms, scope if explain else None, qvec) for h in hits]
         if explain and mode == "hybrid":
+            fusion = self._fusion_explained()
             for h in out:
                 assert h.explain is not None
-                h.explain.update(self._fusion_explained)
+                h.explain.update(fusion)
         if self.reranker is not None:
             out, ok = self._rerank(query, out)
             if not ok:
