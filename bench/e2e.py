@@ -15,7 +15,7 @@ import statistics
 import sys
 import threading
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ import httpx
 
 from bench.corpus import SELECTIVITY
 from bench.corpus import queries as make_queries
-from bench.engine import common_args, index_path, pct, seed_from_cache
+from bench.engine import common_args, index_path, pct, planned_query, seed_from_cache
 from bench.server import peak_rss_mb, start_server
+
+MAX_AGE_S = 3 * 365 * 86_400
 
 
 def mint(data_dir: Path, group: str) -> str:
@@ -37,6 +39,7 @@ def mint(data_dir: Path, group: str) -> str:
 
 def load(url: str, token: str, texts: list[str], concurrency: int, requests: int, max_s: float) -> dict[str, Any]:
     latencies: list[float] = []
+    served: list[float] = []  # the service's own took_ms: encode, plan, engine, snippets (no HTTP, token, audit)
     errors = 0
     lock = threading.Lock()
     counter = iter(range(requests))
@@ -48,13 +51,14 @@ def load(url: str, token: str, texts: list[str], concurrency: int, requests: int
             for i in counter:
                 if time.time() > deadline:
                     return
-                body = {"query": texts[i % len(texts)], "top_k": 10, "mode": "hybrid", "max_age": 365 * 86_400 * 3}
+                body = {"query": texts[i % len(texts)], "top_k": 10, "mode": "hybrid", "max_age": MAX_AGE_S}
                 t = time.perf_counter()
                 r = client.post(url, json=body)
                 dt = (time.perf_counter() - t) * 1000
                 with lock:
                     if r.status_code == 200:
                         latencies.append(dt)
+                        served.append(float(r.json()["took_ms"]))
                     else:
                         errors += 1
 
@@ -67,20 +71,18 @@ def load(url: str, token: str, texts: list[str], concurrency: int, requests: int
     wall = time.perf_counter() - t0
     return {"concurrency": concurrency, "requests": len(latencies), "errors": errors,
             "p50_ms": round(statistics.median(latencies), 2), "p99_ms": round(pct(latencies, 99), 2),
+            "service_p50_ms": round(statistics.median(served), 2), "service_p99_ms": round(pct(served, 99), 2),
             "qps": round(len(latencies) / wall, 1)}
 
 
-def floor(data_dir: Path, scifact: Path, texts: list[str]) -> dict[str, float]:
+def floor(data_dir: Path, scifact: Path, texts: list[str], ranking: Any) -> dict[str, float]:
     """Query encode and engine time, in-process, for the same kind of request."""
-    from datetime import datetime
-
     from bench.corpus import NOW_TS
-    from core.settings import EmbedderSettings, RetrievalSettings
+    from core.settings import EmbedderSettings
     from core.types import Entitlements, Scope
     from retrieval.bm25 import Bm25Encoder
     from retrieval.edge_index import EdgeIndex
     from retrieval.embedder import MiniLmEmbedder, build_embedder
-    from retrieval.index import IndexQuery
     from retrieval.scope_filter import compile_scope
     from retrieval.service import small_scope
 
@@ -99,17 +101,15 @@ def floor(data_dir: Path, scifact: Path, texts: list[str]) -> dict[str, float]:
         torch_ms.append((time.perf_counter() - t0) * 1000)
     del reference
     index = EdgeIndex(data_dir / "edge", 384)
-    flt = compile_scope(Scope(Entitlements("b", "b", "bench", frozenset({SELECTIVITY["10%"], "user:bench-user", "tenant:bench"}))),
-                        now=datetime.fromtimestamp(NOW_TS, UTC))
-    ranking = RetrievalSettings()
+    # the request's scope: 10 % visible, the max_age it sends (three years: every chunk is fresh)
+    flt = compile_scope(Scope(Entitlements("b", "b", "bench", frozenset({SELECTIVITY["10%"], "user:bench-user", "tenant:bench"})),
+                              max_age_s=MAX_AGE_S), now=datetime.fromtimestamp(NOW_TS, UTC))
     exact_below = ranking.exact_below_points
     for t, v in zip(texts[:120], vecs):
         sparse = enc.encode_query(t)
         t0 = time.perf_counter()
         small = small_scope(index, flt, exact_below)  # the service's plan, timed with it
-        q = IndexQuery(mode="hybrid", limit=10, dense=v.tolist(), sparse=sparse, prefetch_limit=ranking.prefetch_limit,
-                       rrf_k=ranking.rrf_k, fusion=ranking.fusion, weights=ranking.leg_weights(), with_dense=True, exact=small)
-        index.search(q, flt)
+        index.search(planned_query("hybrid", v, sparse, flt, exact=small, settings=ranking, limit=15, with_dense=True), flt)
         eng_ms.append((time.perf_counter() - t0) * 1000)
     index.close()
     return {"encode_p50_ms": round(statistics.median(enc_ms[20:]), 2), "engine_p50_ms": round(statistics.median(eng_ms[20:]), 2),
@@ -121,22 +121,30 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--max-s", type=float, default=90.0)
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--idf-scope", choices=["visible", "tenant", "global"], default=None,
+                    help="run the server (and the floor) with this retrieval.idf_scope; the result file gets a suffix")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     args = ap.parse_args()
+    from core.settings import RetrievalSettings
+
+    ranking = RetrievalSettings(idf_scope=args.idf_scope) if args.idf_scope else RetrievalSettings()
     server_dir = index_path(args.data_dir, args.chunks).parent
     if not (server_dir / "edge").exists():
         sys.exit(f"build the index first: python -m bench.engine --chunks {args.chunks}")
     seed = seed_from_cache(args.data_dir, args.scifact)
     texts = [t for t, _ in make_queries(seed, 500, rng_seed=5)]
-    report: dict[str, Any] = {"chunks": args.chunks, "cores": os.cpu_count(), "acl_visible": "10%"}
-    report["floor"] = floor(server_dir, args.scifact, texts)
+    report: dict[str, Any] = {"chunks": args.chunks, "cores": os.cpu_count(), "acl_visible": "10%",
+                              "when": datetime.now(UTC).isoformat(timespec="seconds"), "idf_scope": ranking.idf_scope}
+    report["floor"] = floor(server_dir, args.scifact, texts, ranking)
     token = mint(server_dir, SELECTIVITY["10%"])
     t0 = time.perf_counter()
-    proc = start_server(server_dir, args.port)
+    env = {"CLEARANCE_RETRIEVAL__IDF_SCOPE": args.idf_scope} if args.idf_scope else None
+    proc = start_server(server_dir, args.port, env=env)
     report["cold_start_s"] = round(time.perf_counter() - t0, 2)
     try:
         url = f"http://127.0.0.1:{args.port}/v1/search"
         load(url, token, texts[:30], 2, 30, 30)  # warm-up
-        report["load"] = [load(url, token, texts, c, args.requests, args.max_s) for c in (1, 4, 8)]
+        report["load"] = [load(url, token, texts, c, args.requests, args.max_s) for c in args.concurrency]
         report["server_peak_rss_mb"] = peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -144,7 +152,8 @@ def main() -> None:
     c1 = report["load"][0]
     report["ratio_to_floor_p50"] = round(c1["p50_ms"] / (report["floor"]["encode_p50_ms"] + report["floor"]["engine_p50_ms"]), 2)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"e2e-{args.chunks}.json").write_text(json.dumps(report, indent=1))
+    suffix = f"-idf-{args.idf_scope}" if args.idf_scope else ""
+    (args.out / f"e2e-{args.chunks}{suffix}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 
 

@@ -15,6 +15,7 @@ import resource
 import shutil
 import statistics
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,20 +23,30 @@ from typing import Any
 import numpy as np
 
 from bench.corpus import NOW_TS, SELECTIVITY, Seed, generate, load_seed, queries
+from bench.scopes import SCOPES, effective_share, scope_filter
 from core.settings import RetrievalSettings
 from core.types import Entitlements, Scope
 from retrieval.bm25 import Bm25Encoder
 from retrieval.edge_index import EdgeIndex
 from retrieval.index import IndexQuery
-from retrieval.scope_filter import compile_scope
-from retrieval.service import small_scope
+from retrieval.scope_filter import CompiledFilter, compile_scope
+from retrieval.service import idf_corpus, small_scope
 
 RANKING = RetrievalSettings()  # production's ranking settings
 EXACT_BELOW = RANKING.exact_below_points  # the production planner's threshold
-# Hybrid as production fuses it (``retrieval.fusion``, its leg weights and depth); "hybrid_rrf"
-# beside it is the default before relative fusion: RRF k 30, legs of 50.
-FUSIONS = {"hybrid": (RANKING.fusion, RANKING.leg_weights(), RANKING.prefetch_limit),
-           "hybrid_rrf": ("rrf", (1.0, 1.0), 50)}
+BENCH_SCOPE = Scope(Entitlements("bench", "bench", "bench", frozenset({"user:bench"})))  # its tenant, for idf_corpus
+EF_SWEEP = (None, 200, 400)  # ``retrieval.hnsw_ef`` values whose recall and cost are recorded
+
+
+def planned_query(mode: str, vec: np.ndarray | None, sparse: Any, flt: CompiledFilter, *, exact: bool,
+                  settings: RetrievalSettings = RANKING, limit: int = 10, **overrides: Any) -> IndexQuery:
+    """The ``IndexQuery`` ``SearchService`` builds for this mode and scope (fusion, leg weights and
+    depth, ACORN threshold, HNSW ef, IDF corpus), with ``overrides`` for the variants compared."""
+    q = IndexQuery(mode=mode, limit=limit, dense=vec.tolist() if vec is not None else None, sparse=sparse,  # type: ignore[arg-type]
+                   prefetch_limit=settings.prefetch_limit, rrf_k=settings.rrf_k, weights=settings.leg_weights(),
+                   fusion=settings.fusion, acorn=settings.acorn, acorn_max_selectivity=settings.acorn_max_selectivity,
+                   hnsw_ef=settings.hnsw_ef, exact=exact, idf_corpus=idf_corpus(settings.idf_scope, BENCH_SCOPE, flt))
+    return replace(q, **overrides)
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -77,57 +88,102 @@ def build(path: Path, seed: Seed, n: int, enc: Bm25Encoder) -> dict[str, float]:
     return {"upsert_s": round(upsert_s, 1), "upsert_points_per_s": round(n / upsert_s), "optimize_s": round(optimize_s, 1)}
 
 
-def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 300, fresh_days: int = 365) -> dict[str, Any]:
+def _timed(fn: Any, qs: list[tuple[str, np.ndarray]], warmup: int = 20) -> dict[str, float]:
+    times = []
+    for i, (text, vec) in enumerate(qs):
+        t = time.perf_counter()
+        fn(text, vec)
+        if i >= warmup:
+            times.append((time.perf_counter() - t) * 1000)
+    return {"p50_ms": round(statistics.median(times), 3), "p99_ms": round(pct(times, 99), 3),
+            "qps_1_thread": round(1000 / statistics.mean(times), 1)}
+
+
+def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 300, fresh_days: int = 365,
+            recall_queries: int = 100) -> dict[str, Any]:
     t0 = time.perf_counter()
     index = EdgeIndex(path, seed.vectors.shape[1])
     reopen_s = time.perf_counter() - t0
     qs = queries(seed, n_queries)
     now = datetime.fromtimestamp(NOW_TS, UTC)
-    results: dict[str, Any] = {"reopen_s": round(reopen_s, 2)}
+    results: dict[str, Any] = {"reopen_s": round(reopen_s, 2), "settings": {
+        "fusion": RANKING.fusion, "prefetch_limit": RANKING.prefetch_limit, "idf_scope": RANKING.idf_scope,
+        "hnsw_ef": RANKING.hnsw_ef, "acorn_max_selectivity": RANKING.acorn_max_selectivity, "exact_below_points": EXACT_BELOW}}
     lat: dict[str, dict[str, dict[str, float]]] = {}
     for label, group in SELECTIVITY.items():
         scope = Scope(Entitlements("bench", "bench", "bench", frozenset({group, "user:bench"})), max_age_s=fresh_days * 86_400)
         flt = compile_scope(scope, now=now)
         lat[label] = {}
-        for mode in ("dense", "bm25", "hybrid", "hybrid_rrf"):
-            fusion, weights, depth = FUSIONS.get(mode, ("rrf", (1.0, 1.0), RANKING.prefetch_limit))
-            times = []
-            for i, (text, vec) in enumerate(qs):
-                sparse = enc.encode_query(text)
-                t = time.perf_counter()
-                # as SearchService plans it: exact dense search for small scopes (the estimate is timed too)
-                small = mode != "bm25" and small_scope(index, flt, EXACT_BELOW)
-                q = IndexQuery(mode=mode.removesuffix("_rrf"), limit=10, dense=vec.tolist(), sparse=sparse,  # type: ignore[arg-type]
-                               prefetch_limit=depth, rrf_k=RANKING.rrf_k, exact=small,
-                               fusion=fusion, weights=weights)  # type: ignore[arg-type]
-                index.search(q, flt)
-                if i >= 20:  # warm-up excluded
-                    times.append((time.perf_counter() - t) * 1000)
-            lat[label][mode] = {"p50_ms": round(statistics.median(times), 3), "p99_ms": round(pct(times, 99), 3),
-                                "qps_1_thread": round(1000 / statistics.mean(times), 1)}
+        # As SearchService plans it, the planner's estimate timed with the query; "hybrid_global_idf"
+        # is the same query with the engine's collection-wide IDF, to show what visible IDF costs.
+        variants: list[tuple[str, dict[str, Any]]] = [
+            ("dense", {}), ("bm25", {}), ("hybrid", {}), ("hybrid_global_idf", {"idf_corpus": None})]
+        for mode, overrides in variants:
+            base = mode.removesuffix("_global_idf")
+            lat[label][mode] = _timed(lambda text, vec: index.search(planned_query(  # noqa: B023
+                base, vec, enc.encode_query(text) if base != "dense" else None, flt,  # noqa: B023
+                exact=base != "bm25" and small_scope(index, flt, EXACT_BELOW), **overrides), flt), qs)  # noqa: B023
     results["latency"] = lat
     results["hybrid_fusion"] = RANKING.fusion
-    # Dense recall@10 against exact search per ACL selectivity, with ACORN (the default) and without.
-    recall: dict[str, dict[str, float]] = {}
-    for label in ("1%", "5%", "10%", "50%"):
-        flt = compile_scope(Scope(Entitlements("bench", "bench", "bench", frozenset({SELECTIVITY[label]}))), now=now)
-        got: dict[str, list[float]] = {"default": [], "acorn": [], "plain": []}
-        small = small_scope(index, flt, EXACT_BELOW)
-        for _text, vec in qs[:100]:
-            base = dict(mode="dense", limit=10, dense=vec.tolist(), sparse=None, prefetch_limit=50, rrf_k=60)
-            exact = {h.id for h in index.search(IndexQuery(**base, exact=True), flt)}  # type: ignore[arg-type]
-            for name, acorn, brute in (("default", True, small), ("acorn", True, False), ("plain", False, False)):
-                approx = {h.id for h in index.search(IndexQuery(**base, acorn=acorn, exact=brute), flt)}  # type: ignore[arg-type]
-                if exact:
-                    got[name].append(len(approx & exact) / len(exact))
-        recall[label] = {k: round(float(np.mean(v)), 4) for k, v in got.items() if v}
-    results["recall_at_10_vs_exact"] = recall
-    results["recall_at_10_vs_exact_acl_1pct"] = recall["1%"].get("default")
+    results["profile_10pct"] = profile(index, enc, qs, compile_scope(Scope(Entitlements(
+        "bench", "bench", "bench", frozenset({SELECTIVITY["10%"], "user:bench"})), max_age_s=fresh_days * 86_400), now=now))
+    results["recall_full_scope"] = recall_full_scope(index, n, qs[:recall_queries])
     results["exact_below_points"] = EXACT_BELOW
     results["points"] = index.size()
     index.close()
     results["index_bytes"] = dir_size(path)
     return results
+
+
+def profile(index: EdgeIndex, enc: Bm25Encoder, qs: list[tuple[str, np.ndarray]], flt: CompiledFilter) -> dict[str, Any]:
+    """Where a production hybrid query's engine time goes, piece by piece, for one scope: the
+    planner's estimate, the exact count of the scope (what IDF over the visible chunks has to
+    compute per query), each leg alone, and the payload read of the returned chunks."""
+    small = small_scope(index, flt, EXACT_BELOW)
+    sparse = {t: enc.encode_query(t) for t, _ in qs}
+    hits = {t: index.search(planned_query("hybrid", v, sparse[t], flt, exact=small, limit=15, with_dense=True), flt) for t, v in qs}
+    from retrieval.edge_index import to_edge_filter
+
+    f = to_edge_filter(flt)
+    parts = {
+        "estimate": lambda t, v: index.estimate(flt),
+        "count_exact": lambda t, v: index.count(flt),
+        "dense_leg": lambda t, v: index.search(planned_query("dense", v, None, flt, exact=small, limit=RANKING.prefetch_limit), flt),
+        "bm25_leg_visible_idf": lambda t, v: index.search(planned_query("bm25", None, sparse[t], flt, exact=False,
+                                                                        limit=RANKING.prefetch_limit), flt),
+        "bm25_leg_global_idf": lambda t, v: index.search(planned_query("bm25", None, sparse[t], flt, exact=False,
+                                                                       limit=RANKING.prefetch_limit, idf_corpus=None), flt),
+        "hybrid": lambda t, v: index.search(planned_query("hybrid", v, sparse[t], flt, exact=small, limit=15, with_dense=True), flt),
+        "fill_15": lambda t, v: index._fill(hits[t], f, True),
+    }
+    return {"exact_dense": small, **{name: _timed(fn, qs) for name, fn in parts.items()}}
+
+
+def recall_full_scope(index: EdgeIndex, n: int, qs: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    """Dense recall@10 against exact search under the whole compiled scope (ACL, deny, tenant,
+    freshness) at effective shares from 0.5 % to 95 %, with the production plan, for each HNSW ef
+    swept (``retrieval.hnsw_ef``), with the dense query's p50."""
+    out: dict[str, Any] = {}
+    for label, group, days, denied in SCOPES:
+        flt = scope_filter(group, days, denied)
+        small = small_scope(index, flt, EXACT_BELOW)
+        truth = [{h.id for h in index.search(planned_query("dense", v, None, flt, exact=True), flt)} for _t, v in qs]
+        row: dict[str, Any] = {"effective_share": round(effective_share(n, group, days, denied), 4), "exact_dense": small}
+        for ef in EF_SWEEP:
+            got: list[float] = []
+            times: list[float] = []
+            for (_t, v), want in zip(qs, truth):
+                t = time.perf_counter()
+                hits = index.search(planned_query("dense", v, None, flt, exact=small, hnsw_ef=ef), flt)
+                times.append((time.perf_counter() - t) * 1000)
+                if want:
+                    got.append(len({h.id for h in hits} & want) / len(want))
+            row[f"ef_{ef or 'default'}"] = {"recall_at_10": round(float(np.mean(got)), 4),
+                                            "dense_p50_ms": round(statistics.median(times), 3),
+                                            "dense_p99_ms": round(pct(times, 99), 3)}
+        out[label] = row
+        print(label, json.dumps(row), flush=True)
+    return out
 
 
 def index_path(data_dir: Path, chunks: int) -> Path:
@@ -159,6 +215,7 @@ def main() -> None:
     if not args.reuse:
         report["build"] = build(path, seed, args.chunks, enc)
         report["build"]["machine_load_1m"] = round(os.getloadavg()[0], 2)  # other work during the build slows it
+        report["build"]["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # seed + build
         if args.build_only:
             args.out.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(report, indent=1))

@@ -30,44 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.corpus import NOW_TS, acl_draws, allow_list, chunk_number, generate, queries
-from bench.engine import build, common_args, pct, seed_from_cache
+from bench.corpus import NOW_TS, chunk_number, generate, queries
+from bench.engine import build, common_args, pct, planned_query, seed_from_cache
 from bench.peers.pgvector import PeerScope, PgVectorPeer
+from bench.scopes import DAY, SCOPES, effective_share, principals_of, scope_filter
 from core.settings import RetrievalSettings
-from core.types import Entitlements, Scope
 from retrieval.bm25 import Bm25Encoder
 from retrieval.edge_index import EdgeIndex
-from retrieval.index import IndexQuery
-from retrieval.scope_filter import CompiledFilter, compile_scope
+from retrieval.scope_filter import CompiledFilter
 from retrieval.service import small_scope
-
-DAY = 86_400
-# (label, ACL group, freshness in days or None): effective share = ACL share x fresh share (age
-# is uniform over two years) x 0.97 for the caller in the deny list.
-SCOPES: list[tuple[str, str, int | None, bool]] = [
-    ("acl1+365d", "group:vis01", 365, False),
-    ("acl5+365d", "group:vis05", 365, False),
-    ("acl10+365d", "group:vis10", 365, False),
-    ("acl10", "group:vis10", None, False),
-    ("acl50+219d", "group:vis50", 219, False),
-    ("acl50+365d", "group:vis50", 365, False),
-    ("acl50+365d+deny", "group:vis50", 365, True),
-    ("acl95+292d", "group:vis95", 292, False),
-    ("acl95+365d", "group:vis95", 365, False),
-    ("acl50", "group:vis50", None, False),
-    ("acl95", "group:vis95", None, False),
-]
-
-
-def effective_share(n: int, group: str, days: int | None, denied: bool) -> float:
-    k = np.arange(n)
-    u, deny, age = acl_draws(k)
-    ok = np.array([group in allow_list(float(x)) for x in u])
-    if days is not None:
-        ok &= age <= days * DAY
-    if denied:
-        ok &= ~deny
-    return float(ok.mean())
 
 
 def timed(fn: Callable[[], object], times: list[float]) -> None:
@@ -110,14 +81,12 @@ def main() -> None:
         report["build"] = json.loads(out.read_text()).get("build")
     index = EdgeIndex(edge_path, dim)
     planner = RetrievalSettings()
-    now = datetime.fromtimestamp(NOW_TS, UTC)
     qs = queries(seed, args.queries)
     rows: dict[str, Any] = {}
     try:
         for label, group, days, denied in SCOPES:
-            principals = frozenset({group, "user:bench", *(["user:denied"] if denied else [])})
-            scope = Scope(Entitlements("bench", "bench", "bench", principals), max_age_s=days * DAY if days else None)
-            flt = compile_scope(scope, now=now)
+            principals = principals_of(group, denied)
+            flt = scope_filter(group, days, denied)
             pscope = PeerScope("bench", sorted(principals), NOW_TS - days * DAY if days else None)
             row: dict[str, Any] = {"effective_share": round(effective_share(n, group, days, denied), 4)}
             row.update(latency(index, peer, flt, pscope, qs, enc, planner))
@@ -129,7 +98,8 @@ def main() -> None:
         peer.close()
     report["scopes"] = rows
     report["planner"] = {"exact_below_points": planner.exact_below_points, "acorn_max_selectivity": planner.acorn_max_selectivity,
-                         "prefetch_limit": planner.prefetch_limit, "rrf_k": planner.rrf_k, "peer_ef_search": 50,
+                         "prefetch_limit": planner.prefetch_limit, "fusion": planner.fusion, "idf_scope": planner.idf_scope,
+                         "hnsw_ef": planner.hnsw_ef, "peer_ef_search": 50,
                          "peer_iterative_scan": "relaxed_order"}
     args.out.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
@@ -137,22 +107,15 @@ def main() -> None:
     print(markdown(report))
 
 
-def _query(mode: str, vec: np.ndarray, sparse: Any, planner: RetrievalSettings, *, exact: bool,
-           acorn_max: float | None = None) -> IndexQuery:
-    return IndexQuery(mode=mode, limit=10, dense=vec.tolist(), sparse=sparse, prefetch_limit=planner.prefetch_limit,  # type: ignore[arg-type]
-                      rrf_k=planner.rrf_k, exact=exact, acorn=planner.acorn,
-                      acorn_max_selectivity=planner.acorn_max_selectivity if acorn_max is None else acorn_max)
-
-
 def latency(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: PeerScope, qs: list[tuple[str, np.ndarray]],
             enc: Bm25Encoder, planner: RetrievalSettings) -> dict[str, Any]:
     out: dict[str, Any] = {}
     phases: list[tuple[str, Callable[[str, np.ndarray], object]]] = [
         ("clearance_dense", lambda t, v: index.search(
-            _query("dense", v, None, planner, exact=small_scope(index, flt, planner.exact_below_points)), flt)),
+            planned_query("dense", v, None, flt, exact=small_scope(index, flt, planner.exact_below_points)), flt)),
         ("peer_dense", lambda t, v: peer.dense(v.tolist(), pscope)),
         ("clearance_hybrid", lambda t, v: index.search(
-            _query("hybrid", v, enc.encode_query(t), planner, exact=small_scope(index, flt, planner.exact_below_points)), flt)),
+            planned_query("hybrid", v, enc.encode_query(t), flt, exact=small_scope(index, flt, planner.exact_below_points)), flt)),
         ("peer_hybrid_or", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="or")),
         ("peer_hybrid_and", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="and")),
     ]
@@ -177,7 +140,7 @@ def recall(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: Pe
     for a in sweep:
         got[f"clearance_acorn_{a}"] = []
     for _text, vec in qs:
-        truth = {chunk_number(h.id) for h in index.search(_query("dense", vec, None, planner, exact=True), flt)}
+        truth = {chunk_number(h.id) for h in index.search(planned_query("dense", vec, None, flt, exact=True), flt)}
         if not truth:
             continue
         pg_exact = set(peer.dense(vec.tolist(), pscope, exact=True))
@@ -186,7 +149,7 @@ def recall(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: Pe
         for a in sweep:
             key = f"clearance_acorn_{a}"
             t = time.perf_counter()
-            hits = index.search(_query("dense", vec, None, planner, exact=small, acorn_max=a), flt)
+            hits = index.search(planned_query("dense", vec, None, flt, exact=small, acorn_max_selectivity=a), flt)
             sweep_lat[key].append((time.perf_counter() - t) * 1000)
             got[key].append(len({chunk_number(h.id) for h in hits} & truth) / len(truth))
     out: dict[str, Any] = {"recall_at_10": {k: round(float(np.mean(v)), 4) for k, v in got.items() if v},

@@ -80,32 +80,66 @@ def render(results: Path = RESULTS) -> str:
         lines += ["## Engine-side search (Qdrant Edge, in-process)", "",
                   "`python -m bench.engine --chunks N`: scoped queries through `EdgeIndex.search` (ACL in every prefetch "
                   "and the top level, freshness 365 days, payload returned), 280 timed queries after 20 warm-up.", "",
-                  "Hybrid is the fusion production used when the row was measured (`retrieval.fusion`); rows "
-                  "measured since relative fusion became the default time the default before beside it "
-                  "(RRF k 30, legs of 50; –: not measured).", "",
+                  "Each query is the one `SearchService` plans (`bench.engine.planned_query`): fusion, leg depth, ACORN "
+                  "threshold, HNSW ef and BM25 IDF over the caller's visible chunks as configured; the planner's estimate "
+                  "is timed with the query. \"hybrid, global IDF\" is the same query with the engine's collection-wide IDF, "
+                  "to show what visible IDF costs. Rows measured before 2026-12-05 predate visible IDF and show the "
+                  "RRF column of the time instead (–: not measured).", "",
                   "| chunks | ACL visible | dense p50/p99 ms | bm25 p50/p99 ms | hybrid fusion | hybrid p50/p99 ms "
-                  "| hybrid qps (1 thread) | hybrid RRF p50/p99 ms |",
+                  "| hybrid qps (1 thread) | hybrid, global IDF p50/p99 ms |",
                   "|---:|---:|---:|---:|---|---:|---:|---:|"]
         for r in engine:
             for sel, modes in r["latency"].items():
                 d, b, h = modes["dense"], modes["bm25"], modes["hybrid"]
-                rrf = modes.get("hybrid_rrf")
+                other = modes.get("hybrid_global_idf") or modes.get("hybrid_rrf")
+                tag = "" if "hybrid_global_idf" in modes or not other else " (RRF)"
                 lines.append(f"| {r['chunks']:,} | {sel} | {d['p50_ms']} / {d['p99_ms']} | {b['p50_ms']} / {b['p99_ms']} | "
                              f"{r.get('hybrid_fusion', 'rrf')} | {h['p50_ms']} / {h['p99_ms']} | {h['qps_1_thread']} | "
-                             + (f"{rrf['p50_ms']} / {rrf['p99_ms']} |" if rrf else "– |"))
-        lines += ["", "Dense recall@10 against exact search under the ACL filter (100 queries): the default plan "
-                  "(exact search when the scope is estimated at ≤ `retrieval.exact_below_points` chunks, else ACORN) / "
-                  "ACORN always / plain filtered HNSW:", "", "| chunks | 1 % | 5 % | 10 % | 50 % |", "|---:|---:|---:|---:|---:|"]
-        for r in engine:
-            rec = r.get("recall_at_10_vs_exact", {})
-            lines.append(f"| {r['chunks']:,} | " + " | ".join(
-                f"{rec[s].get('default', '–')} / {rec[s]['acorn']} / {rec[s]['plain']}" if s in rec else "–"
-                for s in ("1%", "5%", "10%", "50%")) + " |")
-        lines += ["", "| chunks | generate + upsert pts/s | optimize s | reopen s | index on disk | peak RSS |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+                             + (f"{other['p50_ms']} / {other['p99_ms']}{tag} |" if other else "– |"))
+        profiled = [r for r in engine if "profile_10pct" in r]
+        if profiled:
+            parts = ("estimate", "count_exact", "dense_leg", "bm25_leg_visible_idf", "bm25_leg_global_idf", "hybrid", "fill_15")
+            lines += ["", "Where a hybrid query's engine time goes (10 % visible, 365-day freshness; p50 / p99 ms): the "
+                      "planner's estimate, an exact count of the scope (what IDF over the visible chunks computes inside "
+                      "the BM25 leg), each leg alone at the production depth, the whole hybrid call, and the payload and "
+                      "vector read of 15 returned chunks under the scope:", "",
+                      "| chunks | dense plan | " + " | ".join(parts) + " |", "|---:|---|" + "---:|" * len(parts)]
+            for r in profiled:
+                pr = r["profile_10pct"]
+                lines.append(f"| {r['chunks']:,} | {'exact' if pr['exact_dense'] else 'HNSW'} | "
+                             + " | ".join(f"{pr[k]['p50_ms']} / {pr[k]['p99_ms']}" for k in parts) + " |")
+        full = [r for r in engine if "recall_full_scope" in r]
+        if full:
+            efs = sorted({k for r in full for row in r["recall_full_scope"].values() for k in row if k.startswith("ef_")},
+                         key=lambda k: (k != "ef_default", int(k[3:]) if k[3:].isdigit() else 0))
+            lines += ["", "Dense recall@10 against exact search under the **whole compiled scope** (tenant, ACL, deny, "
+                      "freshness; `bench/scopes.py`), 100 queries, the production plan (exact search when the scope is "
+                      "estimated at ≤ `retrieval.exact_below_points` chunks, ACORN up to `retrieval.acorn_max_selectivity`, "
+                      "plain filtered HNSW above), per HNSW ef (`retrieval.hnsw_ef`; default = the engine's, 100), with the "
+                      "dense query's p50 ms:", "",
+                      "| chunks | scope | share | plan | " + " | ".join(k.removeprefix("ef_") for k in efs) + " |",
+                      "|---:|---|---:|---|" + "---:|" * len(efs)]
+            for r in full:
+                for label, row in r["recall_full_scope"].items():
+                    cells = [f"{row[k]['recall_at_10']:.3f} ({row[k]['dense_p50_ms']:.1f})" if k in row else "–" for k in efs]
+                    lines.append(f"| {r['chunks']:,} | {label} | {row['effective_share']:.3f} | "
+                                 f"{'exact' if row['exact_dense'] else 'HNSW'} | " + " | ".join(cells) + " |")
+        older = [r for r in engine if "recall_at_10_vs_exact" in r]
+        if older:
+            lines += ["", "Older rows, ACL filter only (no freshness): the default plan / ACORN always / plain filtered HNSW:", "",
+                      "| chunks | 1 % | 5 % | 10 % | 50 % |", "|---:|---:|---:|---:|---:|"]
+            for r in older:
+                rec = r["recall_at_10_vs_exact"]
+                lines.append(f"| {r['chunks']:,} | " + " | ".join(
+                    f"{rec[s].get('default', '–')} / {rec[s]['acorn']} / {rec[s]['plain']}" if s in rec else "–"
+                    for s in ("1%", "5%", "10%", "50%")) + " |")
+        lines += ["", "| chunks | generate + upsert s (pts/s) | optimize s | build peak RSS | reopen s | index on disk "
+                  "| peak RSS while measuring |", "|---:|---:|---:|---:|---:|---:|---:|"]
         for r in engine:
             b = r.get("build", {})
-            lines.append(f"| {r['chunks']:,} | {b.get('upsert_points_per_s', '–')} | {b.get('optimize_s', '–')} | {r['reopen_s']} | "
+            build_rss = f"{b['peak_rss_mb']:,} MiB" if "peak_rss_mb" in b else "–"
+            lines.append(f"| {r['chunks']:,} | {b.get('upsert_s', '–')} ({b.get('upsert_points_per_s', '–')}) | "
+                         f"{b.get('optimize_s', '–')} | {build_rss} | {r['reopen_s']} | "
                          f"{r['index_bytes'] / 2**20:.0f} MiB | {r['peak_rss_mb']} MiB |")
     e2e = load("e2e-*.json")
     if e2e:
@@ -113,16 +147,21 @@ def render(results: Path = RESULTS) -> str:
                   "`python -m bench.e2e --chunks N`: `clearance serve` on loopback, a load generator in another process; "
                   "each request: JWT validation, query encoding with the real model, hybrid + ACL (10 % visible) + freshness, "
                   "JSON response.", "",
-                  "| chunks | concurrency | p50 ms | p99 ms | qps | errors | cold start s | encode p50 ms (torch) | engine p50 ms "
-                  "| p50 / floor | server peak RSS |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "\"service p50\" is the `took_ms` the server reports (encode, plan, engine, snippets); the rest of "
+                  "the client's time is HTTP, token validation, the audit write and the JSON response. \"IDF\": "
+                  "`retrieval.idf_scope` of the run (visible is the default; –: before it existed).", "",
+                  "| chunks | IDF | concurrency | p50 ms | p99 ms | service p50 / p99 ms | qps | errors | cold start s "
+                  "| encode p50 ms (torch) | engine p50 ms | p50 / floor | server peak RSS |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in e2e:
             fl = r["floor"]
             torch_ms = f" ({fl['encode_torch_p50_ms']})" if "encode_torch_p50_ms" in fl else ""
             rss = f"{r['server_peak_rss_mb']:.0f} MiB" if r.get("server_peak_rss_mb") else "–"
             for row in r["load"]:
                 first = row["concurrency"] == 1
-                lines.append(f"| {r['chunks']:,} | {row['concurrency']} | {row['p50_ms']} | {row['p99_ms']} | {row['qps']} | "
+                svc = f"{row['service_p50_ms']} / {row['service_p99_ms']}" if "service_p50_ms" in row else "–"
+                lines.append(f"| {r['chunks']:,} | {r.get('idf_scope', '–')} | {row['concurrency']} | {row['p50_ms']} | "
+                             f"{row['p99_ms']} | {svc} | {row['qps']} | "
                              f"{row['errors']} | {r['cold_start_s']} | {fl['encode_p50_ms']}{torch_ms} | {fl['engine_p50_ms']} | "
                              f"{r['ratio_to_floor_p50'] if first else ''} | {rss if first else ''} |")
     ingest = load("ingest-*.json")

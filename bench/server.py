@@ -14,8 +14,8 @@ import httpx
 from core.settings import AuthSettings
 
 
-def start_server(data_dir: Path, port: int, timeout_s: float = 180) -> subprocess.Popen:
-    env = {**os.environ, "CLEARANCE_STORAGE__DATA_DIR": str(data_dir), "CLEARANCE_AUTH__DEV_TENANT": "bench",
+def start_server(data_dir: Path, port: int, timeout_s: float = 180, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, **(env or {}), "CLEARANCE_STORAGE__DATA_DIR": str(data_dir), "CLEARANCE_AUTH__DEV_TENANT": "bench",
            "CLEARANCE_INGEST__TENANT": "bench", "CLEARANCE_LOG_LEVEL": "WARNING",
            # Pinned, so tokens minted offline (battery.loadgen.tokens) name the issuer the server
            # trusts; otherwise `serve` names its dev issuer after the address it binds.

@@ -124,6 +124,10 @@ class RetrievalSettings(Section):
     # sweep of bench.peer at 100k (BENCHMARKS.md, "Beside a peer"): at 0.15 plain HNSW found 0.75
     # of the exact top 10 at a 25 % scope, 0.89 at 38 %; at 0.5 every scope is >= 0.992.
     acorn_max_selectivity: float = Field(default=0.5, gt=0.0, le=1.0)
+    # HNSW candidate list (ef) of the dense leg when the scope is searched through the graph
+    # (above ``exact_below_points``); None: the engine's (the build's ef_construct, 100). Swept
+    # against recall and latency in BENCHMARKS.md ("Recall under the full scope").
+    hnsw_ef: int | None = Field(default=None, ge=1, le=4096)
     # Scopes estimated to hold at most this many chunks get exact (brute-force) dense search:
     # at 1M chunks and 1 % visible, filtered HNSW found 0.41 of the exact top 10 even with ACORN,
     # brute force over the 10k visible chunks 1.0 at the same cost (BENCHMARKS.md). 0: never.

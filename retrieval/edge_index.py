@@ -42,7 +42,8 @@ def to_edge_filter(flt: CompiledFilter) -> qe.Filter:
 def _dense_params(q: IndexQuery) -> qe.SearchParams | None:
     if q.exact:
         return qe.SearchParams(exact=True)
-    return qe.SearchParams(acorn=qe.AcornSearchParams(enable=True, max_selectivity=q.acorn_max_selectivity)) if q.acorn else None
+    acorn = qe.AcornSearchParams(enable=True, max_selectivity=q.acorn_max_selectivity) if q.acorn else None
+    return qe.SearchParams(hnsw_ef=q.hnsw_ef, acorn=acorn) if acorn or q.hnsw_ef else None
 
 
 def _id(pid: Any) -> str:

@@ -54,6 +54,8 @@ class IndexQuery:
     # ACORN runs when the filter keeps at most this share of the points (the engine's estimate);
     # above it plain filtered HNSW does (``retrieval.acorn_max_selectivity``).
     acorn_max_selectivity: float = ACORN_MAX_SELECTIVITY
+    # HNSW candidate list size for the dense leg (``retrieval.hnsw_ef``); None: the engine's own.
+    hnsw_ef: int | None = None
     # BM25 IDF statistics over the points matching this filter (None: the whole index).
     idf_corpus: CompiledFilter | None = None
 

@@ -37,7 +37,8 @@ def to_server_filter(flt: CompiledFilter) -> models.Filter:
 def _dense_params(q: IndexQuery) -> models.SearchParams | None:
     if q.exact:
         return models.SearchParams(exact=True)
-    return models.SearchParams(acorn=models.AcornSearchParams(enable=True, max_selectivity=q.acorn_max_selectivity)) if q.acorn else None
+    acorn = models.AcornSearchParams(enable=True, max_selectivity=q.acorn_max_selectivity) if q.acorn else None
+    return models.SearchParams(hnsw_ef=q.hnsw_ef, acorn=acorn) if acorn or q.hnsw_ef else None
 
 
 def _sparse_params(q: IndexQuery) -> models.SearchParams | None:

@@ -209,7 +209,7 @@ class SearchService:
                 prefetch_limit=max(self.settings.prefetch_limit, limit), rrf_k=self.settings.rrf_k,
                 weights=self.settings.leg_weights(), fusion=self.settings.fusion, with_legs=explain,
                 with_dense=dense is not None, acorn=self.settings.acorn,
-                acorn_max_selectivity=self.settings.acorn_max_selectivity, exact=exact,
+                acorn_max_selectivity=self.settings.acorn_max_selectivity, hnsw_ef=self.settings.hnsw_ef, exact=exact,
                 idf_corpus=idf_corpus(self.settings.idf_scope, scope, flt),
             )
             raw = sorted(self.index.search(iq, flt), key=lambda h: (-h.score, h.id))

@@ -131,6 +131,21 @@ def test_hidden_best_match_never_surfaces_through_a_prefetch(index: ChunkIndex) 
         assert "hr/secret" not in got
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_hnsw_ef_changes_effort_not_scope(index: ChunkIndex, mode: str) -> None:
+    # ``retrieval.hnsw_ef`` reaches the engine's dense leg (an ef below the limit is refused by
+    # neither backend) and the answer keeps its scope.
+    from dataclasses import replace
+
+    index.upsert(CORPUS)
+    s = flt(scope("user:alice", "group:finance", "tenant:acme"))
+    base = index.search(query(mode, "revenue", 50), s)
+    for ef in (1, 512):
+        got = index.search(replace(query(mode, "revenue", 50), hnsw_ef=ef), s)
+        assert ids(got) == {"fin/forecast", "all/handbook", "old/report"}
+        assert [h.id for h in got] == [h.id for h in base]
+
+
 def test_scroll_and_count_are_scoped(index: ChunkIndex) -> None:
     index.upsert(CORPUS)
     s = flt(scope("user:alice", "group:finance", "tenant:acme"))
@@ -274,6 +289,20 @@ def _service(index: ChunkIndex, fields: dict[str, str] | None = None):  # noqa: 
     from retrieval.service import SearchService
 
     return SearchService(RetrievalSettings(exact_below_points=0), index, EMB, BM25, metadata_fields=fields)
+
+
+def test_service_gives_the_dense_leg_its_hnsw_ef(index: ChunkIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import RetrievalSettings
+    from retrieval.service import SearchService
+
+    index.upsert(CORPUS)
+    sent: list[int | None] = []
+    real = index.search
+    monkeypatch.setattr(index, "search", lambda q, f: sent.append(q.hnsw_ef) or real(q, f))
+    service = SearchService(RetrievalSettings(exact_below_points=0, hnsw_ef=64), index, EMB, BM25)
+    got = service.search(scope("user:alice", "group:finance", "tenant:acme"), "revenue", top_k=10)
+    assert {h.doc_id for h in got.hits} == {"fin/forecast", "all/handbook", "old/report"}
+    assert sent and set(sent) == {64}
 
 
 def _many(doc: str, n: int, allow: list[str], word: str = "zebra") -> list[IndexPoint]:

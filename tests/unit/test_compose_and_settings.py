@@ -67,3 +67,14 @@ def test_eval_rrf_k_without_rrf_fusion_is_a_usage_error(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--rrf-k applies to RRF fusion: add --fusion rrf" in res.output
     res = CliRunner().invoke(app, ["eval", "run", "--dataset", str(tmp_path), "--fusion", "borda"])
     assert res.exit_code == 2 and "fusion" in res.output
+
+
+def test_hnsw_ef_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import RetrievalSettings
+
+    assert RetrievalSettings().hnsw_ef is None  # the engine's own unless measured otherwise
+    for bad in (0, -1, 5000):
+        with pytest.raises(ValidationError, match="hnsw_ef"):
+            RetrievalSettings(hnsw_ef=bad)
+    monkeypatch.setenv("CLEARANCE_RETRIEVAL__HNSW_EF", "256")
+    assert Settings().retrieval.hnsw_ef == 256
