@@ -5,7 +5,8 @@ People search for ticket numbers, codes and part numbers (``INC-20931``, ``senti
 identifier, the same say as the lexical leg; a chunk holding the exact identifier could fall
 out of the top 10. Here, when the query holds identifier-shaped tokens, the chunks (within the
 same compiled scope, so never a wider answer) whose text contains every one of them go first,
-in BM25 order; the rest keep the fused order. Only rare identifiers: when more than
+in BM25 order with every identifier weighted alike (no IDF: the lookup's scores depend on no
+other document); the rest keep the fused order. Only rare identifiers: when more than
 ``retrieval.identifier_max_chunks`` chunks hold them all, they are ordinary terms of the corpus
 (a gene name in a biomedical corpus) and fusion decides (SciFact hybrid nDCG@10 fell from 0.704
 to 0.691 when every holder went first).

@@ -123,6 +123,13 @@ def tenant_filter(tenant: str) -> CompiledFilter:
     return CompiledFilter((Match(F_TENANT, (tenant,)),), ())
 
 
+def empty_corpus(base: CompiledFilter) -> CompiledFilter:
+    """A part of the scope no point is in (no document key is empty). As a BM25 IDF corpus it
+    weighs every term alike (no statistics at all), at no cost: for lookups whose scores must
+    depend on no other document and need no IDF (``SearchService._identifiers_first``)."""
+    return doc_filter(base, "")
+
+
 def doc_filter(base: CompiledFilter, doc_key: str) -> CompiledFilter:
     """Narrow a compiled scope to one document (for get/chunk reads)."""
     return CompiledFilter((*base.must, Match(F_DOC, (doc_key,))), base.must_not)

@@ -37,6 +37,7 @@ from retrieval.scope_filter import (
     MetadataFilter,
     compile_scope,
     doc_filter,
+    empty_corpus,
     metadata_conditions,
     tenant_filter,
     with_metadata,
@@ -272,8 +273,12 @@ class SearchService:
         if not idents or len(query.split()) > self.settings.identifier_max_query_words:
             return fused
         cap = self.settings.identifier_max_chunks
+        # Every holder has every identifier, so corpus statistics add nothing here; an empty IDF
+        # corpus weighs the identifiers alike and spares a second count of the caller's scope
+        # (what visible IDF costs, BENCHMARKS.md).
         lexical = replace(iq, mode="bm25", dense=None, sparse=self.bm25.encode_query(" ".join(idents)),
-                          with_dense=False, with_legs=False, limit=max(iq.limit, cap + 1))
+                          with_dense=False, with_legs=False, limit=max(iq.limit, cap + 1),
+                          idf_corpus=empty_corpus(flt))
         exact = [h for h in self.index.search(lexical, flt) if holds_all(ChunkPayload.from_index(h.payload).text, idents)]
         if not exact or len(exact) > cap:
             return fused

@@ -52,3 +52,19 @@ def test_global_idf_leaks_and_tenant_idf_confines_to_the_tenant(index: ChunkInde
     assert _alice_score(index, "global") != global_before
     # ... and "tenant" keeps other tenants' documents out of the statistics.
     assert _alice_score(index, "tenant") == tenant_before
+
+
+def test_empty_corpus_weighs_terms_alike_and_ignores_every_other_document(index: ChunkIndex) -> None:  # noqa: F811
+    # The identifier lookup's corpus (``scope_filter.empty_corpus``): no statistics at all, so the
+    # score moves neither with hidden nor with visible documents; both backends accept it.
+    from retrieval.scope_filter import empty_corpus
+
+    flt = compile_scope(ALICE, now=datetime.fromtimestamp(NOW, UTC))
+    q = IndexQuery(mode="bm25", limit=5, dense=None, sparse=BM25.encode_query(f"{TERM} budget"), prefetch_limit=5,
+                   rrf_k=60, idf_corpus=empty_corpus(flt))
+    index.upsert([VISIBLE, *FILLER])
+    before = index.search(q, flt)
+    assert before[0].id == VISIBLE.id
+    index.upsert(HIDDEN + OTHER_TENANT + [point(f"v{i}", 0, f"{TERM} visible twin {i}", ["group:finance"]) for i in range(4)])
+    after = {h.id: h.score for h in index.search(q, flt)}
+    assert after[VISIBLE.id] == before[0].score
