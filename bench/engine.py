@@ -35,7 +35,7 @@ from retrieval.service import idf_corpus, small_scope
 RANKING = RetrievalSettings()  # production's ranking settings
 EXACT_BELOW = RANKING.exact_below_points  # the production planner's threshold
 BENCH_SCOPE = Scope(Entitlements("bench", "bench", "bench", frozenset({"user:bench"})))  # its tenant, for idf_corpus
-EF_SWEEP = (None, 200, 400)  # ``retrieval.hnsw_ef`` values whose recall and cost are recorded
+EF_SWEEP = (100, 200, 400)  # ``retrieval.hnsw_ef`` values whose recall and cost are recorded (100: the engine's own)
 
 
 def planned_query(mode: str, vec: np.ndarray | None, sparse: Any, flt: CompiledFilter, *, exact: bool,
@@ -178,7 +178,7 @@ def recall_full_scope(index: EdgeIndex, n: int, qs: list[tuple[str, np.ndarray]]
                 times.append((time.perf_counter() - t) * 1000)
                 if want:
                     got.append(len({h.id for h in hits} & want) / len(want))
-            row[f"ef_{ef or 'default'}"] = {"recall_at_10": round(float(np.mean(got)), 4),
+            row[f"ef_{ef}"] = {"recall_at_10": round(float(np.mean(got)), 4),
                                             "dense_p50_ms": round(statistics.median(times), 3),
                                             "dense_p99_ms": round(pct(times, 99), 3)}
         out[label] = row

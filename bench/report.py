@@ -36,29 +36,27 @@ spans of SciFact abstracts with their seed vector perturbed (sigma 0.08).
 
 ## Reading these figures
 
-- **1M chunks, end to end (goal p50 ≤ 20 ms, p99 ≤ 50 ms): missed.** The floor alone is about
-  20-29 ms: the engine's hybrid query (dense leg with ACORN over the 100k chunks a 10 %-visible
-  caller sees, plus the BM25 leg over posting lists 10x longer than at 100k, one after the other
-  in one call) takes 17-25 ms p50 on these 2 cores, and query encoding 3.3-3.4 ms. The 1M figures
-  move between runs with how much of the 4.3 GB index is in the page cache: the run right after the
-  engine benchmark measured p50 33.0 / p99 56.6 ms (engine floor 17.0 ms); the table shows the last
-  run (after the test suite had churned the cache). HTTP, JWT validation, the audit write and the
-  response add ~5 ms (service time vs client time, measured at 1M). What would move it: a faster
-  engine-side plan at 1M, or more cores (at concurrency 4 and 8 throughput stays at ~37 qps
-  because both cores are busy).
+- **1M chunks, end to end (goal p50 ≤ 20 ms, p99 ≤ 50 ms): missed**; the profile and the floor are
+  in "At 1M chunks" below. Since 2026-12-05 every query pays BM25 IDF over the caller's visible
+  chunks (`retrieval.idf_scope = visible`, the default), which the engine computes by counting
+  the scope on every query: at 1M and a 50k-chunk scope that count alone is 43-55 ms, and end to
+  end is 79.8 / 110.6 ms (p50 / p99); with the engine's global IDF 40.1 / 62.5 ms. The 1M figures
+  move between runs (10-20 %) with how much of the 4.5 GB index is in the page cache. HTTP, JWT
+  validation, the audit write and the response add ~6 ms (client time against the service's
+  `took_ms`). At concurrency 4 and 8 throughput stays flat because both cores are busy.
 - **Per-request work outside the engine** was cut three ways in this round: query encoding 10.6 →
   3.4 ms (ONNX), five thread-pool hops → two, and snippets for the returned hits only with a
   cached per-word stem (they cost ~5 ms per query before, from stemming every word of 15 chunks).
-- **Recall under restrictive ACLs.** Filtered HNSW without payload-aware links loses the graph:
-  at 1M chunks plain filtered HNSW finds 0.0 of the exact top 10 at 1 % visible and 0.13 at 10 %.
-  ACORN (`retrieval.acorn`) restores 5-50 % (0.96-0.99) but not 1 % at 1M (0.41). The planner
-  therefore estimates the scope's size from the payload indexes (`count(exact=false)`, 0.2-2 ms)
-  and runs exact dense search when it is at most `retrieval.exact_below_points` (15,000): recall
-  1.0 at 1 % and at the same cost as ACORN there (~13 ms dense at 1M; ~1 ms at 100k).
+- **Recall under restrictive scopes.** Filtered HNSW without help loses the graph: at 1M plain
+  filtered HNSW finds 0.0 of the exact top 10 at 1 % visible and 0.13 at 10 %. ACORN
+  (`retrieval.acorn`) restores most of it, but not small shares of a big index (0.81 at a 2.5 %
+  scope of 1M). The planner estimates the scope from the payload indexes (`count(exact=false)`,
+  0.1 ms) and searches exactly up to `retrieval.exact_below_points` (30,000) chunks, ACORN with
+  `retrieval.hnsw_ef` 200 above: ≥ 0.976 at every scope from 0.5 % to 95 % at 1M.
 - **Memory at 1M**: the serving process peaks at ~3.5 GB (vectors, HNSW graph, sparse index and
-  payload mapped from a 4.3 GB index). Building the 1M index took 28 min upsert + 12 min
-  optimize while other jobs shared the cores (the build's own peak RSS is higher, ~7 GB, from the
-  unoptimised in-memory segment; build offline, then serve).
+  payload mapped from a 4.5 GB index). Building the 1M index took 20.8 min on an idle machine
+  (885 s generate + upsert, 357 s optimize); `/usr/bin/time` reports a 19.2 GiB maximum resident
+  set for the build, mapped index pages included: build offline, then serve.
 - **Ingestion** reaches 93 % of the embedder's own throughput with the ONNX encoder (20.9 chunks/s
   alone, 19.4 through the whole pipeline). With the torch encoder it was 97 % of 15.7 chunks/s: the
   faster encoder leaves the pipeline's fixed costs (parsing in the sandbox, BM25 encoding, catalog

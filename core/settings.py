@@ -126,12 +126,15 @@ class RetrievalSettings(Section):
     acorn_max_selectivity: float = Field(default=0.5, gt=0.0, le=1.0)
     # HNSW candidate list (ef) of the dense leg when the scope is searched through the graph
     # (above ``exact_below_points``); None: the engine's (the build's ef_construct, 100). Swept
-    # against recall and latency in BENCHMARKS.md ("Recall under the full scope").
-    hnsw_ef: int | None = Field(default=None, ge=1, le=4096)
+    # against recall under the whole compiled scope (BENCHMARKS.md, "Recall under the whole
+    # scope"): at 1M chunks and a 5 % scope ACORN found 0.946 of the exact top 10 at 100, 0.976 at
+    # 200 (+6 ms), 0.985 at 400 (+14 ms); at 100k, 38 % scope 0.993 / 0.997 / 1.000.
+    hnsw_ef: int | None = Field(default=200, ge=1, le=4096)
     # Scopes estimated to hold at most this many chunks get exact (brute-force) dense search:
-    # at 1M chunks and 1 % visible, filtered HNSW found 0.41 of the exact top 10 even with ACORN,
-    # brute force over the 10k visible chunks 1.0 at the same cost (BENCHMARKS.md). 0: never.
-    exact_below_points: int = 15_000
+    # at 1M chunks ACORN found 0.41 of the exact top 10 at 1 % visible and 0.81 at a 25k-chunk
+    # scope (2.5 %); brute force there 1.0 in 27 ms (BENCHMARKS.md, "Recall under the whole
+    # scope"). Exact costs ~1 us per chunk in scope at 1M, so the bound is a cost bound. 0: never.
+    exact_below_points: int = 30_000
     # Which documents BM25's IDF is computed over. "visible": the caller's compiled scope, so a
     # score never depends on documents the caller cannot see (with global IDF, one visible
     # document's score reveals how many hidden ones hold the term). "tenant": the caller's

@@ -143,7 +143,8 @@ def test_hnsw_ef_changes_effort_not_scope(index: ChunkIndex, mode: str) -> None:
     for ef in (1, 512):
         got = index.search(replace(query(mode, "revenue", 50), hnsw_ef=ef), s)
         assert ids(got) == {"fin/forecast", "all/handbook", "old/report"}
-        assert [h.id for h in got] == [h.id for h in base]
+        # same ranking; equal scores (RRF ties) may come in either order from the engine
+        assert sorted((round(-h.score, 6), h.id) for h in got) == sorted((round(-h.score, 6), h.id) for h in base)
 
 
 def test_scroll_and_count_are_scoped(index: ChunkIndex) -> None:
