@@ -25,6 +25,7 @@ from bench.corpus import SELECTIVITY
 from bench.corpus import queries as make_queries
 from bench.engine import common_args, index_path, pct, planned_query, seed_from_cache
 from bench.server import peak_rss_mb, start_server
+from core.settings import RetrievalSettings
 
 MAX_AGE_S = 3 * 365 * 86_400
 
@@ -75,7 +76,7 @@ def load(url: str, token: str, texts: list[str], concurrency: int, requests: int
             "qps": round(len(latencies) / wall, 1)}
 
 
-def floor(data_dir: Path, scifact: Path, texts: list[str], ranking: Any) -> dict[str, float]:
+def floor(data_dir: Path, scifact: Path, texts: list[str], ranking: RetrievalSettings) -> dict[str, float]:
     """Query encode and engine time, in-process, for the same kind of request."""
     from bench.corpus import NOW_TS
     from core.settings import EmbedderSettings
@@ -125,8 +126,6 @@ def main() -> None:
                     help="run the server (and the floor) with this retrieval.idf_scope; the result file gets a suffix")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     args = ap.parse_args()
-    from core.settings import RetrievalSettings
-
     ranking = RetrievalSettings(idf_scope=args.idf_scope) if args.idf_scope else RetrievalSettings()
     server_dir = index_path(args.data_dir, args.chunks).parent
     if not (server_dir / "edge").exists():
