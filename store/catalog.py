@@ -17,7 +17,9 @@ import hashlib
 import json
 import os
 import socket
+import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -602,12 +604,32 @@ def unavailable(what: str) -> Iterator[None]:
         raise BackendUnavailableError(f"{what} unavailable: {type(exc).__name__}", code="catalog_unavailable") from exc
 
 
+_WAL_SWITCH_S = 30.0
+
+
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.close()
+    try:
+        cur.execute("PRAGMA busy_timeout=5000")
+        _switch_to_wal(cur)
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
+
+
+def _switch_to_wal(cur: sqlite3.Cursor) -> None:
+    # Switching a new database to WAL answers "database is locked" at once, without the busy
+    # handler, while another connection is opening it (four first opens of one new catalog did,
+    # about one time in forty): retry for a bounded time, then let the error name itself.
+    deadline = time.monotonic() + _WAL_SWITCH_S
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def dumps(items: list[str] | frozenset[str]) -> str:
