@@ -85,7 +85,6 @@ def floor(data_dir: Path, scifact: Path, texts: list[str], ranking: RetrievalSet
     from retrieval.edge_index import EdgeIndex
     from retrieval.embedder import MiniLmEmbedder, build_embedder
     from retrieval.scope_filter import compile_scope
-    from retrieval.service import small_scope
 
     emb = build_embedder(EmbedderSettings())  # what the server uses (ONNX Runtime by default)
     enc = Bm25Encoder()
@@ -105,12 +104,12 @@ def floor(data_dir: Path, scifact: Path, texts: list[str], ranking: RetrievalSet
     # the request's scope: 10 % visible, the max_age it sends (three years: every chunk is fresh)
     flt = compile_scope(Scope(Entitlements("b", "b", "bench", frozenset({SELECTIVITY["10%"], "user:bench-user", "tenant:bench"})),
                               max_age_s=MAX_AGE_S), now=datetime.fromtimestamp(NOW_TS, UTC))
-    exact_below = ranking.exact_below_points
     for t, v in zip(texts[:120], vecs):
         sparse = enc.encode_query(t)
         t0 = time.perf_counter()
-        small = small_scope(index, flt, exact_below)  # the service's plan, timed with it
-        index.search(planned_query("hybrid", v, sparse, flt, exact=small, settings=ranking, limit=15, with_dense=True), flt)
+        visible = index.estimate(flt)  # the service's planner input, timed with it
+        index.search(planned_query("hybrid", v, sparse, flt, index=index, visible=visible, settings=ranking, limit=15,
+                                   with_dense=True), flt)
         eng_ms.append((time.perf_counter() - t0) * 1000)
     index.close()
     return {"encode_p50_ms": round(statistics.median(enc_ms[20:]), 2), "engine_p50_ms": round(statistics.median(eng_ms[20:]), 2),

@@ -28,9 +28,9 @@ from core.settings import RetrievalSettings
 from core.types import Entitlements, Scope
 from retrieval.bm25 import Bm25Encoder
 from retrieval.edge_index import EdgeIndex
-from retrieval.index import IndexQuery
+from retrieval.index import ChunkIndex, IndexQuery
 from retrieval.scope_filter import CompiledFilter, compile_scope
-from retrieval.service import idf_corpus, small_scope
+from retrieval.service import idf_corpus, plans_exact, probed_size
 
 RANKING = RetrievalSettings()  # production's ranking settings
 EXACT_BELOW = RANKING.exact_below_points  # the production planner's threshold
@@ -38,14 +38,22 @@ BENCH_SCOPE = Scope(Entitlements("bench", "bench", "bench", frozenset({"user:ben
 EF_SWEEP = (100, 200, 400)  # ``retrieval.hnsw_ef`` values whose recall and cost are recorded (100: the engine's own)
 
 
-def planned_query(mode: str, vec: np.ndarray | None, sparse: Any, flt: CompiledFilter, *, exact: bool,
-                  settings: RetrievalSettings = RANKING, limit: int = 10, **overrides: Any) -> IndexQuery:
-    """The ``IndexQuery`` ``SearchService`` builds for this mode and scope (fusion, leg weights and
-    depth, ACORN threshold, HNSW ef, IDF corpus), with ``overrides`` for the variants compared."""
+def planned_query(mode: str, vec: np.ndarray | None, sparse: Any, flt: CompiledFilter, *, index: ChunkIndex,
+                  visible: int | None = None, settings: RetrievalSettings = RANKING, limit: int = 10,
+                  **overrides: Any) -> IndexQuery:
+    """The ``IndexQuery`` ``SearchService`` builds for this mode and scope (exact or graph search
+    from the planner's estimate, ``visible`` when already known; fusion, leg weights and depth,
+    ACORN threshold, HNSW ef; the IDF corpus, sampled or not, probed on ``index`` as the service
+    does), with ``overrides`` for the variants compared."""
+    if visible is None and vec is not None and "exact" not in overrides:
+        visible = index.estimate(flt)
+    corpus = (idf_corpus(settings, BENCH_SCOPE, flt, index) if sparse is not None and "idf_corpus" not in overrides
+              else None)
     q = IndexQuery(mode=mode, limit=limit, dense=vec.tolist() if vec is not None else None, sparse=sparse,  # type: ignore[arg-type]
                    prefetch_limit=settings.prefetch_limit, rrf_k=settings.rrf_k, weights=settings.leg_weights(),
                    fusion=settings.fusion, acorn=settings.acorn, acorn_max_selectivity=settings.acorn_max_selectivity,
-                   hnsw_ef=settings.hnsw_ef, exact=exact, idf_corpus=idf_corpus(settings.idf_scope, BENCH_SCOPE, flt))
+                   hnsw_ef=settings.hnsw_ef, exact=vec is not None and visible is not None and plans_exact(settings, visible),
+                   idf_corpus=corpus)
     return replace(q, **overrides)
 
 
@@ -122,12 +130,13 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
         for mode, overrides in variants:
             base = mode.removesuffix("_global_idf")
             lat[label][mode] = _timed(lambda text, vec: index.search(planned_query(  # noqa: B023
-                base, vec, sparse[text] if base != "dense" else None, flt,  # noqa: B023
-                exact=base != "bm25" and small_scope(index, flt, EXACT_BELOW), **overrides), flt), qs)  # noqa: B023
+                base, vec if base != "bm25" else None, sparse[text] if base != "dense" else None, flt,  # noqa: B023
+                index=index, visible=index.estimate(flt), **overrides), flt), qs)  # noqa: B023
     results["latency"] = lat
     results["hybrid_fusion"] = RANKING.fusion
-    results["profile_10pct"] = profile(index, enc, qs, compile_scope(Scope(Entitlements(
-        "bench", "bench", "bench", frozenset({SELECTIVITY["10%"], "user:bench"})), max_age_s=fresh_days * 86_400), now=now))
+    for share in ("10%", "95%"):  # a narrow scope, and a broad one whose visible IDF is sampled
+        results[f"profile_{share.removesuffix('%')}pct"] = profile(index, enc, qs, compile_scope(Scope(Entitlements(
+            "bench", "bench", "bench", frozenset({SELECTIVITY[share], "user:bench"})), max_age_s=fresh_days * 86_400), now=now))
     results["recall_full_scope"] = recall_full_scope(index, n, qs[:recall_queries])
     results["exact_below_points"] = EXACT_BELOW
     results["points"] = index.size()
@@ -138,26 +147,36 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
 
 def profile(index: EdgeIndex, enc: Bm25Encoder, qs: list[tuple[str, np.ndarray]], flt: CompiledFilter) -> dict[str, Any]:
     """Where a production hybrid query's engine time goes, piece by piece, for one scope: the
-    planner's estimate, the exact count of the scope (what IDF over the visible chunks has to
-    compute per query), each leg alone, and the payload read of the returned chunks."""
-    small = small_scope(index, flt, EXACT_BELOW)
+    planner's estimate, the exact count of the scope (what IDF over all visible chunks has to
+    compute per query), each leg alone (BM25 with the production IDF corpus, sampled where the
+    scope is large, with all visible chunks, and with the whole index), and the payload read of
+    the returned chunks."""
+    visible = index.estimate(flt)
     sparse = {t: enc.encode_query(t) for t, _ in qs}
-    hits = {t: index.search(planned_query("hybrid", v, sparse[t], flt, exact=small, limit=15, with_dense=True), flt) for t, v in qs}
+    hits = {t: index.search(planned_query("hybrid", v, sparse[t], flt, index=index, visible=visible, limit=15, with_dense=True), flt)
+            for t, v in qs}
     from retrieval.edge_index import to_edge_filter
 
     f = to_edge_filter(flt)
     parts = {
         "estimate": lambda t, v: index.estimate(flt),
         "count_exact": lambda t, v: index.count(flt),
-        "dense_leg": lambda t, v: index.search(planned_query("dense", v, None, flt, exact=small, limit=RANKING.prefetch_limit), flt),
-        "bm25_leg_visible_idf": lambda t, v: index.search(planned_query("bm25", None, sparse[t], flt, exact=False,
+        "probe_count": lambda t, v: probed_size(index, flt),  # what sizes the IDF sample
+        "dense_leg": lambda t, v: index.search(planned_query("dense", v, None, flt, index=index, visible=visible,
+                                                             limit=RANKING.prefetch_limit), flt),
+        "bm25_leg_visible_idf": lambda t, v: index.search(planned_query("bm25", None, sparse[t], flt, index=index, visible=visible,
                                                                         limit=RANKING.prefetch_limit), flt),
-        "bm25_leg_global_idf": lambda t, v: index.search(planned_query("bm25", None, sparse[t], flt, exact=False,
+        "bm25_leg_visible_idf_unsampled": lambda t, v: index.search(planned_query(
+            "bm25", None, sparse[t], flt, index=index, visible=visible, limit=RANKING.prefetch_limit, idf_corpus=flt), flt),
+        "bm25_leg_global_idf": lambda t, v: index.search(planned_query("bm25", None, sparse[t], flt, index=index, visible=visible,
                                                                        limit=RANKING.prefetch_limit, idf_corpus=None), flt),
-        "hybrid": lambda t, v: index.search(planned_query("hybrid", v, sparse[t], flt, exact=small, limit=15, with_dense=True), flt),
+        "hybrid": lambda t, v: index.search(planned_query("hybrid", v, sparse[t], flt, index=index, visible=visible, limit=15,
+                                                          with_dense=True), flt),
         "fill_15": lambda t, v: index._fill(hits[t], f, True),
     }
-    return {"exact_dense": small, **{name: _timed(fn, qs) for name, fn in parts.items()}}
+    return {"visible_estimate": visible, "exact_dense": plans_exact(RANKING, visible),
+            "probed_size": probed_size(index, flt),
+            "idf_sampled": probed_size(index, flt) > RANKING.idf_sample_points > 0, **{name: _timed(fn, qs) for name, fn in parts.items()}}
 
 
 def recall_full_scope(index: EdgeIndex, n: int, qs: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
@@ -167,15 +186,17 @@ def recall_full_scope(index: EdgeIndex, n: int, qs: list[tuple[str, np.ndarray]]
     out: dict[str, Any] = {}
     for label, group, days, denied in SCOPES:
         flt = scope_filter(group, days, denied)
-        small = small_scope(index, flt, EXACT_BELOW)
-        truth = [{h.id for h in index.search(planned_query("dense", v, None, flt, exact=True), flt)} for _t, v in qs]
-        row: dict[str, Any] = {"effective_share": round(effective_share(n, group, days, denied), 4), "exact_dense": small}
+        visible = index.estimate(flt)
+        truth = [{h.id for h in index.search(planned_query("dense", v, None, flt, index=index, visible=visible, exact=True), flt)}
+                 for _t, v in qs]
+        row: dict[str, Any] = {"effective_share": round(effective_share(n, group, days, denied), 4),
+                               "exact_dense": plans_exact(RANKING, visible)}
         for ef in EF_SWEEP:
             got: list[float] = []
             times: list[float] = []
             for (_t, v), want in zip(qs, truth):
                 t = time.perf_counter()
-                hits = index.search(planned_query("dense", v, None, flt, exact=small, hnsw_ef=ef), flt)
+                hits = index.search(planned_query("dense", v, None, flt, index=index, visible=visible, hnsw_ef=ef), flt)
                 times.append((time.perf_counter() - t) * 1000)
                 if want:
                     got.append(len({h.id for h in hits} & want) / len(want))

@@ -38,7 +38,7 @@ from core.settings import RetrievalSettings
 from retrieval.bm25 import Bm25Encoder
 from retrieval.edge_index import EdgeIndex
 from retrieval.scope_filter import CompiledFilter
-from retrieval.service import small_scope
+from retrieval.service import plans_exact
 
 
 def timed(fn: Callable[[], object], times: list[float]) -> None:
@@ -112,10 +112,10 @@ def latency(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: P
     out: dict[str, Any] = {}
     phases: list[tuple[str, Callable[[str, np.ndarray], object]]] = [
         ("clearance_dense", lambda t, v: index.search(
-            planned_query("dense", v, None, flt, exact=small_scope(index, flt, planner.exact_below_points)), flt)),
+            planned_query("dense", v, None, flt, index=index, visible=index.estimate(flt), settings=planner), flt)),
         ("peer_dense", lambda t, v: peer.dense(v.tolist(), pscope)),
         ("clearance_hybrid", lambda t, v: index.search(
-            planned_query("hybrid", v, enc.encode_query(t), flt, exact=small_scope(index, flt, planner.exact_below_points)), flt)),
+            planned_query("hybrid", v, enc.encode_query(t), flt, index=index, visible=index.estimate(flt), settings=planner), flt)),
         ("peer_hybrid_or", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="or")),
         ("peer_hybrid_and", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="and")),
     ]
@@ -134,13 +134,15 @@ def latency(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: P
 
 def recall(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: PeerScope, qs: list[tuple[str, np.ndarray]],
            planner: RetrievalSettings, sweep: list[float]) -> dict[str, Any]:
-    small = small_scope(index, flt, planner.exact_below_points)
+    visible = index.estimate(flt)
+    small = plans_exact(planner, visible)
     got: dict[str, list[float]] = {"peer": [], "truth_agreement": []}
     sweep_lat: dict[str, list[float]] = {f"clearance_acorn_{a}": [] for a in sweep}
     for a in sweep:
         got[f"clearance_acorn_{a}"] = []
     for _text, vec in qs:
-        truth = {chunk_number(h.id) for h in index.search(planned_query("dense", vec, None, flt, exact=True), flt)}
+        truth = {chunk_number(h.id) for h in index.search(
+            planned_query("dense", vec, None, flt, index=index, visible=visible, exact=True), flt)}
         if not truth:
             continue
         pg_exact = set(peer.dense(vec.tolist(), pscope, exact=True))
@@ -149,7 +151,8 @@ def recall(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: Pe
         for a in sweep:
             key = f"clearance_acorn_{a}"
             t = time.perf_counter()
-            hits = index.search(planned_query("dense", vec, None, flt, exact=small, acorn_max_selectivity=a), flt)
+            hits = index.search(planned_query("dense", vec, None, flt, index=index, visible=visible, settings=planner,
+                                                acorn_max_selectivity=a), flt)
             sweep_lat[key].append((time.perf_counter() - t) * 1000)
             got[key].append(len({chunk_number(h.id) for h in hits} & truth) / len(truth))
     out: dict[str, Any] = {"recall_at_10": {k: round(float(np.mean(v)), 4) for k, v in got.items() if v},

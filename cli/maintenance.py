@@ -48,7 +48,8 @@ def _where(engine: Any) -> str:
 
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context, revision: str = typer.Option("head", help="target revision")) -> None:
-    """Upgrade the catalog schema (a 0.1.0 catalog keeps its rows); safe to run again."""
+    """Upgrade the catalog schema (a 0.1.0 catalog keeps its rows) and the index's schema version
+    in place (its points are kept); safe to run again."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from store.migrate import upgrade
@@ -66,6 +67,33 @@ def db_upgrade(ctx: typer.Context, revision: str = typer.Option("head", help="ta
         typer.echo(f"catalog at {_where(engine)}: already at revision {after}")
     else:
         typer.echo(f"catalog at {_where(engine)}: upgraded from {before or 'nothing (new or 0.1.0)'} to {after}")
+    typer.echo(_upgrade_index(_settings(ctx)))
+
+
+def _upgrade_index(s: Settings) -> str:
+    """The index's part of ``db upgrade``: an older schema version upgraded in place."""
+    from app.index_schema import INDEX_SCHEMA_VERSION, LEGACY_VERSION, check_index_schema, read_version
+    from app.services import build_index
+    from core.errors import BackendUnavailableError
+
+    try:
+        index = build_index(s, s.embedder.dim)
+    except BackendUnavailableError as exc:
+        if exc.code == "index_locked":  # a running server owns it, and checked it when it opened it
+            return "index: owned by a running process, not upgraded here (stop it and run this again)"
+        _fail(exc)
+    try:
+        before = read_version(s, index)
+        if before is None and index.size() > 0:
+            before = LEGACY_VERSION  # written by 0.1.0, before versions were stored: adopted, then upgraded
+        check_index_schema(s, index, upgrade=True)
+    except ClearanceError as exc:
+        _fail(exc)
+    finally:
+        index.close()
+    if before in (None, INDEX_SCHEMA_VERSION):
+        return f"index: at schema version {INDEX_SCHEMA_VERSION}"
+    return f"index: upgraded in place from schema version {before} to {INDEX_SCHEMA_VERSION}"
 
 
 @db_app.command("status")

@@ -268,7 +268,8 @@ def commit_info() -> dict[str, Any]:
 def ranking_settings(services: Services) -> dict[str, Any]:
     """Every setting that shapes a ranking (what a changed baseline is explained by)."""
     r = services.settings.retrieval
-    keys = ("fusion", "rrf_k", "acorn", "exact_below_points", "idf_scope", "prefetch_limit", "dense_weight", "bm25_weight",
+    keys = ("fusion", "rrf_k", "acorn", "exact_below_points", "idf_scope", "idf_sample_points", "hnsw_ef", "prefetch_limit",
+            "dense_weight", "bm25_weight",
             "bm25_k1", "bm25_b", "bm25_avg_len", "bm25_stem", "bm25_stop_words", "source_max_age_s",
             "low_confidence_dense", "rerank_model", "rerank_depth")
     out = {k: getattr(r, k) for k in keys if hasattr(r, k)}

@@ -12,6 +12,7 @@ formatted, so a writer and a reader can never disagree on it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,7 @@ class PayloadField(StrEnum):
     INGESTED_AT = "ingested_at"
     ACL_ALLOW = "acl_allow"
     ACL_DENY = "acl_deny"
+    SAMPLE_KEY = "sample_key"
     TEXT = "text"
     METADATA = "metadata"
 
@@ -46,7 +48,7 @@ class PayloadField(StrEnum):
 KEYWORD_FIELDS: tuple[PayloadField, ...] = (
     PayloadField.TENANT, PayloadField.ACL_ALLOW, PayloadField.ACL_DENY, PayloadField.SOURCE, PayloadField.DOC_KEY,
 )
-FLOAT_FIELDS: tuple[PayloadField, ...] = (PayloadField.MODIFIED_TS,)
+FLOAT_FIELDS: tuple[PayloadField, ...] = (PayloadField.MODIFIED_TS, PayloadField.SAMPLE_KEY)
 TENANT_FIELD = PayloadField.TENANT  # the engines' multi-tenancy hint goes on this index
 
 # What a citation shows of a chunk (search hits and document reads).
@@ -63,6 +65,18 @@ DOCUMENT_FIELDS: tuple[PayloadField, ...] = tuple(
 
 def doc_key(tenant: str, source: str, doc_id: str) -> str:
     return f"{tenant}/{source}/{doc_id}"
+
+
+# Sample keys are multiples of 1 / SAMPLE_STEPS: an upgrade writes one value to many points at once.
+SAMPLE_STEPS = 1024
+
+
+def sample_key(doc_key: str, chunk_index: int) -> float:
+    """A chunk's fixed place in [0, 1), uniform and independent of its content and ACL: the chunks
+    of any scope whose key is below ``f`` are a random ``f`` share of it, the same on every query
+    (``scope_filter.sampled``, for BM25 statistics over a large scope)."""
+    digest = hashlib.blake2b(f"{doc_key}#{chunk_index}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") % SAMPLE_STEPS) / SAMPLE_STEPS
 
 
 def acl_fields(acl: Acl) -> dict[str, list[str]]:
@@ -120,7 +134,7 @@ class ChunkPayload:
             F.ELEMENT_TYPES: list(self.element_types), F.CHUNK_INDEX: self.chunk_index, F.VERSION: self.version,
             F.CONTENT_HASH: self.content_hash, F.MODIFIED_AT: self.modified_at.isoformat(),
             F.MODIFIED_TS: self.modified_at.timestamp(), F.INGESTED_AT: self.ingested_at.isoformat(),
-            **acl_fields(self.acl), F.TEXT: self.text,
+            **acl_fields(self.acl), F.SAMPLE_KEY: sample_key(self.doc_key, self.chunk_index), F.TEXT: self.text,
         }
         if self.metadata:
             out[F.METADATA] = dict(self.metadata)

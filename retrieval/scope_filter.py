@@ -23,13 +23,14 @@ level; backends translate it mechanically and must not add or drop clauses.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.errors import EmptyScopeError, InvalidRequestError
 from core.types import Scope
-from retrieval.payload import PayloadField
+from retrieval.payload import SAMPLE_STEPS, PayloadField
 
 F_TENANT = PayloadField.TENANT
 F_ALLOW = PayloadField.ACL_ALLOW
@@ -37,6 +38,7 @@ F_DENY = PayloadField.ACL_DENY
 F_SOURCE = PayloadField.SOURCE
 F_DOC = PayloadField.DOC_KEY
 F_MODIFIED = PayloadField.MODIFIED_TS
+F_SAMPLE = PayloadField.SAMPLE_KEY
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,18 @@ def empty_corpus(base: CompiledFilter) -> CompiledFilter:
     weighs every term alike (no statistics at all), at no cost: for lookups whose scores must
     depend on no other document and need no IDF (``SearchService._identifiers_first``)."""
     return doc_filter(base, "")
+
+
+def sampled(base: CompiledFilter, share: float) -> CompiledFilter:
+    """A fixed random part of the scope holding about ``share`` of it (the chunks whose sample key
+    is below it, ``payload.sample_key``): a subset, so statistics over it depend on no chunk
+    outside the scope. For corpus statistics only (IDF), never for returning points."""
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"sample share must be in (0, 1], got {share}")
+    steps = max(1, math.ceil(share * SAMPLE_STEPS))  # keys are multiples of 1 / SAMPLE_STEPS
+    if steps >= SAMPLE_STEPS:
+        return base
+    return CompiledFilter((*base.must, Range(F_SAMPLE, lt=steps / SAMPLE_STEPS)), base.must_not)
 
 
 def doc_filter(base: CompiledFilter, doc_key: str) -> CompiledFilter:

@@ -73,14 +73,18 @@ class QdrantServerIndex:
                 vectors_config={DENSE: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)},
                 sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             )
-            if self._local:
-                return  # qdrant-client's local mode ignores payload indexes (and warns)
-            for name in KEYWORD_FIELDS:
+        if self._local:
+            return  # qdrant-client's local mode ignores payload indexes (and warns)
+        # An existing collection gets the indexes a later release added (as the Edge shard does).
+        existing = set(self._client.get_collection(self.collection).payload_schema or {})
+        for name in KEYWORD_FIELDS:
+            if name.value not in existing:
                 self._client.create_payload_index(
                     self.collection, name.value,
                     models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=name == TENANT_FIELD or None),
                 )
-            for name in FLOAT_FIELDS:
+        for name in FLOAT_FIELDS:
+            if name.value not in existing:
                 self._client.create_payload_index(self.collection, name.value, models.PayloadSchemaType.FLOAT)
 
     def upsert(self, points: Sequence[IndexPoint]) -> None:

@@ -306,6 +306,28 @@ def test_service_gives_the_dense_leg_its_hnsw_ef(index: ChunkIndex, monkeypatch:
     assert sent and set(sent) == {64}
 
 
+def test_service_samples_visible_idf_only_for_a_scope_above_the_cap(index: ChunkIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import RetrievalSettings
+    from retrieval.scope_filter import F_SAMPLE, Range
+    from retrieval.service import SearchService, probed_size
+
+    index.upsert(CORPUS + [point(f"bulk{i}", 0, f"bulk memo {i}", ["tenant:acme"]) for i in range(600)])
+    sent: list[object] = []
+    real = index.search
+    monkeypatch.setattr(index, "search", lambda q, f: sent.append(q.idf_corpus) or real(q, f))
+    caller = scope("user:alice", "group:finance", "tenant:acme")
+    size = probed_size(index, flt(caller))
+    assert size > 8
+    for cap, expect_sampled in ((8, True), (size, False), (0, False)):
+        sent.clear()
+        SearchService(RetrievalSettings(idf_sample_points=cap), index, EMB, BM25).search(caller, "revenue", top_k=5, mode="bm25")
+        (corpus,) = sent
+        assert corpus is not None
+        ranges = [c for c in corpus.must if isinstance(c, Range) and c.key == F_SAMPLE]  # type: ignore[attr-defined]
+        assert len(ranges) == (1 if expect_sampled else 0)
+        assert corpus.must[:len(corpus.must) - len(ranges)] == flt(caller).must  # type: ignore[attr-defined]
+
+
 def _many(doc: str, n: int, allow: list[str], word: str = "zebra") -> list[IndexPoint]:
     return [point(doc, i, f"{word} {' '.join([word] * (n - i))} filler {doc} part {i}", allow) for i in range(n)]
 

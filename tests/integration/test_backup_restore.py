@@ -25,6 +25,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
+from app.index_schema import INDEX_SCHEMA_VERSION
 from app.maintenance import backup, backup_named, restore
 from app.services import Services, build_services
 from core.settings import QdrantSettings
@@ -136,7 +137,8 @@ def test_backup_while_searching_and_writing_restores_consistently(store: Service
 def test_a_backup_at_rest_restores_identical_answers(store: Services, tmp_path: Path) -> None:
     snap = backup(store, tmp_path / "backup")
     assert snap.manifest["catalog"]["revision"] == migrate.head_revision()
-    assert snap.manifest["index"]["schema"] == 1 and set(snap.manifest["files"]) >= {"catalog.sqlite3", "edge/edge_config.json"}
+    assert snap.manifest["index"]["schema"] == INDEX_SCHEMA_VERSION
+    assert set(snap.manifest["files"]) >= {"catalog.sqlite3", "edge/edge_config.json"}
     settings_b = make_settings(tmp_path / "b")
     restore(settings_b, snap.path)
     restored = build_services(settings_b)

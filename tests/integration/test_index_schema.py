@@ -42,16 +42,90 @@ def test_a_new_edge_index_records_its_version_and_reopens(tmp_path: Path) -> Non
     build_services(s).close()  # the same version: opens
 
 
-def test_an_index_of_0_1_0_without_a_version_is_adopted(tmp_path: Path) -> None:
+def test_an_index_of_0_1_0_without_a_version_is_adopted_and_upgraded(tmp_path: Path) -> None:
     s = make_settings(tmp_path)
     services = build_services(s)
     services.ingestor.sync(FilesystemSource(_tree(tmp_path), "docs"))
     services.close()
+    _as_version_1(s)
     (s.storage.edge_path / index_schema.MARKER_FILE).unlink()  # as 0.1.0 left it
-    services = build_services(s)
+    assert index_schema.LEGACY_VERSION == 1
+    services = build_services(s)  # adopted as version 1, then upgraded in place (embedded: auto_migrate)
     try:
-        assert index_schema.read_marker(s.storage.edge_path) == index_schema.LEGACY_VERSION
+        assert index_schema.read_marker(s.storage.edge_path) == index_schema.INDEX_SCHEMA_VERSION
         check_consistent(services)
+        _assert_sample_keys_as_written(services.index)
+    finally:
+        services.close()
+
+
+def _as_version_1(s: Settings) -> dict[str, object]:
+    """Make the embedded index what version 1 was: no ``sample_key`` on any point."""
+    import qdrant_edge as qe
+
+    from retrieval.edge_index import EdgeIndex
+    from retrieval.payload import PayloadField
+
+    index = EdgeIndex(s.storage.edge_path, s.embedder.dim)
+    try:
+        written = {h.id: h.payload[PayloadField.SAMPLE_KEY] for h in index.scroll(_everything(), 10_000)}
+        index._shard.update(qe.UpdateOperation.delete_payload(list(written), [PayloadField.SAMPLE_KEY.value]))
+        assert not any(PayloadField.SAMPLE_KEY in h.payload for h in index.scroll(_everything(), 10_000))
+    finally:
+        index.close()
+    index_schema.write_marker(s.storage.edge_path, 1)
+    return written
+
+
+def _everything() -> object:
+    from retrieval.scope_filter import CompiledFilter
+
+    return CompiledFilter((), ())
+
+
+def _assert_sample_keys_as_written(index: object) -> None:
+    from retrieval.payload import PayloadField, sample_key
+
+    hits = index.scroll(_everything(), 10_000)  # type: ignore[attr-defined]
+    assert hits
+    for h in hits:
+        assert h.payload[PayloadField.SAMPLE_KEY] == sample_key(h.payload[PayloadField.DOC_KEY], h.payload[PayloadField.CHUNK_INDEX])
+
+
+def test_version_1_is_upgraded_in_place_by_db_upgrade_keeping_every_answer(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    services = build_services(s)
+    services.ingestor.sync(FilesystemSource(_tree(tmp_path), "docs"))
+    before = {mode: answers(services, mode) for mode in ("hybrid", "bm25", "dense")}
+    points = services.index.size()
+    services.close()
+    written = _as_version_1(s)
+    assert len(written) == points
+
+    # where the catalog is not migrated on open, a version 1 index is refused, naming the fix
+    manual = s.model_copy(update={"db": s.db.model_copy(update={"auto_migrate": False})})
+    with pytest.raises(index_schema.IndexSchemaError, match=r"version 1 \(written by an older release\).*clearance db upgrade"):
+        build_services(manual)
+    assert index_schema.read_marker(s.storage.edge_path) == 1
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARANCE_")}
+    env.update(CLEARANCE_STORAGE__DATA_DIR=str(s.storage.data_dir), CLEARANCE_EMBEDDER__KIND="hash",
+               CLEARANCE_EMBEDDER__DIM=str(s.embedder.dim))
+    cmd = [sys.executable, "-c", "from cli.main import run; run()", "db", "upgrade"]
+    res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"index: upgraded in place from schema version 1 to {index_schema.INDEX_SCHEMA_VERSION}" in res.stdout
+    res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert f"index: at schema version {index_schema.INDEX_SCHEMA_VERSION}" in res.stdout  # safe to run again
+
+    services = build_services(manual)
+    try:
+        assert services.index.size() == points
+        hits = services.index.scroll(_everything(), 10_000)  # type: ignore[arg-type]
+        from retrieval.payload import PayloadField
+
+        assert {h.id: h.payload[PayloadField.SAMPLE_KEY] for h in hits} == written  # what the writer wrote
+        assert {mode: answers(services, mode) for mode in before} == before
     finally:
         services.close()
 
@@ -60,7 +134,7 @@ def test_another_version_is_refused_with_a_clear_message(tmp_path: Path) -> None
     s = make_settings(tmp_path)
     build_services(s).close()
     index_schema.write_marker(s.storage.edge_path, index_schema.INDEX_SCHEMA_VERSION + 1)
-    with pytest.raises(index_schema.IndexSchemaError, match=r"version 2 \(written by a newer release\).*clearance reindex"):
+    with pytest.raises(index_schema.IndexSchemaError, match=r"version 3 \(written by a newer release\).*clearance reindex"):
         build_services(s)
     build_services(s, check_index=False).close()  # only reindex opens it anyway
 
@@ -71,8 +145,8 @@ def test_another_version_is_refused_with_a_clear_message(tmp_path: Path) -> None
                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert [ln for ln in res.stderr.splitlines() if ln.startswith("error")] == [
-        f"error [index_schema_mismatch]: the Edge shard at {s.storage.edge_path} holds index schema version 2 (written by "
-        "a newer release); this release reads and writes version 1: rebuild it with `clearance reindex`, or run the "
+        f"error [index_schema_mismatch]: the Edge shard at {s.storage.edge_path} holds index schema version 3 (written by "
+        "a newer release); this release reads and writes version 2: rebuild it with `clearance reindex`, or run the "
         "release that wrote it"]
 
 

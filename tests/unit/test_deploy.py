@@ -210,7 +210,9 @@ def test_services_topology() -> None:
         deps = SERVICES[name]["depends_on"]
         assert deps["migrate"] == {"condition": "service_completed_successfully"}
         assert deps["postgres"] == deps["qdrant"] == {"condition": "service_healthy"}
-    assert SERVICES["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    # it upgrades the index too, so it needs Qdrant up
+    assert SERVICES["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
+                                                 "qdrant": {"condition": "service_healthy"}}
 
 
 def test_images_pinned_volumes_named_limits_and_health() -> None:

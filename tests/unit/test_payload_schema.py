@@ -14,7 +14,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.types import Acl
-from retrieval.payload import FLOAT_FIELDS, KEYWORD_FIELDS, ChunkPayload, PayloadField, acl_of, doc_key
+from retrieval.payload import (
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    SAMPLE_STEPS,
+    ChunkPayload,
+    PayloadField,
+    acl_of,
+    doc_key,
+    sample_key,
+)
 from retrieval.scope_filter import Match, Range, compile_scope
 from tests.conftest import REPO
 
@@ -90,3 +99,21 @@ def test_written_payload_reads_back_and_the_filter_names_stored_fields() -> None
     named = {c.key.value for c in flt.must} | {c.key.value for g in flt.must_not for c in g}
     assert named <= set(stored)
     assert all(isinstance(c, (Match, Range)) for c in flt.must)
+
+
+def test_sample_key_is_a_fixed_uniform_place_independent_of_content_and_acl() -> None:
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+
+    def stored(text: str, allow: str) -> dict[str, object]:
+        return ChunkPayload(tenant="acme", source="wiki", doc_id="d", uri="u", title="T", section="", page=None,
+                            element_types=(), chunk_index=4, version="v", content_hash="h", modified_at=now,
+                            ingested_at=now, acl=Acl(frozenset({allow})), text=text).to_index()
+
+    a, b = stored("one text", "group:x"), stored("another text", "group:y")
+    assert a[PayloadField.SAMPLE_KEY] == b[PayloadField.SAMPLE_KEY] == sample_key("acme/wiki/d", 4)
+    keys = [sample_key(f"acme/s/doc{i // 3}", i % 3) for i in range(32_768)]
+    assert all(0.0 <= k < 1.0 and (k * SAMPLE_STEPS).is_integer() for k in keys)
+    # uniform: each eighth of [0, 1) holds 1/8 of the keys within 5 % (expected deviation ~1.6 %)
+    counts = [sum(1 for k in keys if j / 8 <= k < (j + 1) / 8) for j in range(8)]
+    assert all(abs(c - 4096) < 0.05 * 4096 for c in counts), counts
+    assert len(set(keys)) == SAMPLE_STEPS

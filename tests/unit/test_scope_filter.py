@@ -8,7 +8,19 @@ import pytest
 
 from core.errors import EmptyScopeError
 from core.types import Entitlements, Scope
-from retrieval.scope_filter import F_ALLOW, F_DENY, F_MODIFIED, F_SOURCE, F_TENANT, Match, Range, compile_scope
+from retrieval.payload import SAMPLE_STEPS
+from retrieval.scope_filter import (
+    F_ALLOW,
+    F_DENY,
+    F_MODIFIED,
+    F_SAMPLE,
+    F_SOURCE,
+    F_TENANT,
+    Match,
+    Range,
+    compile_scope,
+    sampled,
+)
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -49,3 +61,15 @@ def test_caller_filters_only_add_clauses() -> None:
 def test_unrestricted_scope_still_pins_the_tenant() -> None:
     f = compile_scope(Scope(ent(), unrestricted_reason="eval harness scores the full corpus"), now=NOW)
     assert f.must == (Match(F_TENANT, ("acme",)),) and f.must_not == ()
+
+
+def test_a_sample_only_adds_one_clause_on_the_sample_key() -> None:
+    base = compile_scope(Scope(ent("group:x", "user:a")), now=NOW)
+    part = sampled(base, 0.1)
+    assert part.must == (*base.must, Range(F_SAMPLE, lt=103 / SAMPLE_STEPS))  # rounded up to a key step
+    assert part.must_not == base.must_not
+    assert sampled(base, 1.0) is base
+    assert sampled(base, 1e-9).must[-1] == Range(F_SAMPLE, lt=1 / SAMPLE_STEPS)  # never empty by rounding
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError):
+            sampled(base, bad)
