@@ -53,6 +53,8 @@ test: install lint
 BENCH_SIZES ?= 10000 100000 1000000
 bench: install
 	for n in $(BENCH_SIZES); do $(BIN)/python -m bench.engine --chunks $$n || exit 1; done
+	for n in $(BENCH_SIZES); do $(BIN)/python -m bench.idf --chunks $$n || exit 1; done
+	$(BIN)/python -m bench.idf_quality
 	for n in $(BENCH_SIZES); do $(BIN)/python -m bench.e2e --chunks $$n || exit 1; done
 	$(BIN)/python -m bench.ingest --docs 1000
 	$(BIN)/python -m bench.report

@@ -80,7 +80,23 @@ def main() -> None:
     index.close()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"idf-{args.chunks}.json").write_text(json.dumps(out, indent=1))
-    print(json.dumps(out, indent=1))
+    (args.out / f"idf-{args.chunks}.md").write_text(markdown(out))
+    print(markdown(out))
+
+
+def markdown(out: dict[str, Any]) -> str:
+    lines = [f"IDF corpora at {out['chunks']:,} chunks, {out['queries']} queries, p50 / p99 ms "
+             f"(sampled above {out['idf_sample_points']:,} chunks in scope)", "",
+             "| visible | scope (counted) | mode | global | visible, every chunk | sampled | overlap / RBO@10 |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    for label in ("5%", "50%", "95%"):
+        row = out[label]
+        for mode in ("bm25", "hybrid"):
+            c = row[mode]
+            cells = " | ".join(f"{c[w]['p50_ms']:.1f} / {c[w]['p99_ms']:.1f}" for w in ("global", "visible", "sampled"))
+            lines.append(f"| {label} | {row['visible_count']:,} | {mode} | {cells} | "
+                         f"{c['sampled_vs_visible_top10_overlap']} / {c['sampled_vs_visible_rbo10']} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
