@@ -79,7 +79,8 @@ def render(results: Path = RESULTS) -> str:
                   "`python -m bench.engine --chunks N`: scoped queries through `EdgeIndex.search` (ACL in every prefetch "
                   "and the top level, freshness 365 days, payload returned), 280 timed queries after 20 warm-up.", "",
                   "Each query is the one `SearchService` plans (`bench.engine.planned_query`): fusion, leg depth, ACORN "
-                  "threshold, HNSW ef and BM25 IDF over the caller's visible chunks as configured; the planner's estimate "
+                  "threshold, HNSW ef and BM25 IDF over the caller's visible chunks as configured (sampled above "
+                  "`retrieval.idf_sample_points` chunks in scope since 2026-12-06: the 100k rows); the planner's estimate "
                   "is timed with the query. \"hybrid, global IDF\" is the same query with the engine's collection-wide IDF, "
                   "to show what visible IDF costs. Rows measured before 2026-12-05 predate visible IDF and show the "
                   "RRF column of the time instead (–: not measured).", "",
@@ -94,18 +95,22 @@ def render(results: Path = RESULTS) -> str:
                 lines.append(f"| {r['chunks']:,} | {sel} | {d['p50_ms']} / {d['p99_ms']} | {b['p50_ms']} / {b['p99_ms']} | "
                              f"{r.get('hybrid_fusion', 'rrf')} | {h['p50_ms']} / {h['p99_ms']} | {h['qps_1_thread']} | "
                              + (f"{other['p50_ms']} / {other['p99_ms']}{tag} |" if other else "– |"))
-        profiled = [r for r in engine if "profile_10pct" in r]
+        profiled = [(r, k) for r in engine for k in ("profile_10pct", "profile_95pct") if k in r]
         if profiled:
-            parts = ("estimate", "count_exact", "dense_leg", "bm25_leg_visible_idf", "bm25_leg_global_idf", "hybrid", "fill_15")
-            lines += ["", "Where a hybrid query's engine time goes (10 % visible, 365-day freshness; p50 / p99 ms): the "
-                      "planner's estimate, an exact count of the scope (what IDF over the visible chunks computes inside "
-                      "the BM25 leg), each leg alone at the production depth, the whole hybrid call, and the payload and "
-                      "vector read of 15 returned chunks under the scope:", "",
-                      "| chunks | dense plan | " + " | ".join(parts) + " |", "|---:|---|" + "---:|" * len(parts)]
-            for r in profiled:
-                pr = r["profile_10pct"]
-                lines.append(f"| {r['chunks']:,} | {'exact' if pr['exact_dense'] else 'HNSW'} | "
-                             + " | ".join(f"{pr[k]['p50_ms']} / {pr[k]['p99_ms']}" for k in parts) + " |")
+            parts = ("estimate", "count_exact", "probe_count", "dense_leg", "bm25_leg_visible_idf",
+                     "bm25_leg_visible_idf_unsampled", "bm25_leg_global_idf", "hybrid", "fill_15")
+            lines += ["", "Where a hybrid query's engine time goes (10 % or 95 % visible, 365-day freshness; p50 / p99 ms): "
+                      "the planner's estimate, an exact count of the scope (what IDF over every visible chunk computes "
+                      "inside the BM25 leg), the probe count that sizes the IDF sample, each leg alone at the production "
+                      "depth (BM25 with the production IDF corpus, sampled above `retrieval.idf_sample_points`, with every "
+                      "visible chunk, and global), the whole hybrid call, and the payload and vector read of 15 returned "
+                      "chunks under the scope (–: not measured in that run):", "",
+                      "| chunks | visible | dense plan | " + " | ".join(parts) + " |", "|---:|---:|---|" + "---:|" * len(parts)]
+            for r, key in profiled:
+                pr = r[key]
+                share = key.removeprefix("profile_").removesuffix("pct") + " %"
+                lines.append(f"| {r['chunks']:,} | {share} | {'exact' if pr['exact_dense'] else 'HNSW'} | "
+                             + " | ".join(f"{pr[k]['p50_ms']} / {pr[k]['p99_ms']}" if k in pr else "–" for k in parts) + " |")
         full = [r for r in engine if "recall_full_scope" in r]
         if full:
             efs = sorted({k for r in full for row in r["recall_full_scope"].values() for k in row if k.startswith("ef_")},
