@@ -174,9 +174,9 @@ def profile(index: EdgeIndex, enc: Bm25Encoder, qs: list[tuple[str, np.ndarray]]
                                                           with_dense=True), flt),
         "fill_15": lambda t, v: index._fill(hits[t], f, True),
     }
-    return {"visible_estimate": visible, "exact_dense": plans_exact(RANKING, visible),
-            "probed_size": probed_size(index, flt),
-            "idf_sampled": probed_size(index, flt) > RANKING.idf_sample_points > 0, **{name: _timed(fn, qs) for name, fn in parts.items()}}
+    probed = probed_size(index, flt)
+    return {"visible_estimate": visible, "exact_dense": plans_exact(RANKING, visible), "probed_size": probed,
+            "idf_sampled": probed > RANKING.idf_sample_points > 0, **{name: _timed(fn, qs) for name, fn in parts.items()}}
 
 
 def recall_full_scope(index: EdgeIndex, n: int, qs: list[tuple[str, np.ndarray]]) -> dict[str, Any]:

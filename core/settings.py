@@ -140,11 +140,12 @@ class RetrievalSettings(Section):
     # document's score reveals how many hidden ones hold the term). "tenant": the caller's
     # tenant. "global": the whole index (the engine's default).
     idf_scope: Literal["visible", "tenant", "global"] = "visible"
-    # Visible IDF over a scope estimated above this many chunks is computed over a fixed random
-    # sample of about this many of them (``scope_filter.sampled``; still only chunks the caller
-    # may see): the engine visits every chunk it counts, so broad scopes paid most. 5,000 kept
-    # BM25 nDCG@10 within 0.005 of unsampled on the shared datasets large enough to sample (RBO@10
-    # 0.97-0.98; BENCHMARKS.md, "Sampled visible IDF"). 0: never sample.
+    # Visible IDF over a scope of more than this many chunks (``service.probed_size``: counted
+    # from the caller's own chunks) is computed over a fixed random sample of about this many of
+    # them (``scope_filter.sampled``; still only chunks the caller may see): the engine visits
+    # every chunk it counts, so broad scopes paid most. 5,000 kept BM25 nDCG@10 within 0.005 of
+    # unsampled on the shared datasets large enough to sample (RBO@10 0.97-0.99; BENCHMARKS.md,
+    # "Entitlement-scoped BM25 statistics"). 0: never sample.
     idf_sample_points: int = Field(default=5_000, ge=0)
     # Hybrid queries holding identifier-shaped tokens (ticket numbers, codes) put the chunks that
     # contain them first (``retrieval.identifiers``); off: plain rank fusion.

@@ -269,8 +269,7 @@ def ranking_settings(services: Services) -> dict[str, Any]:
     """Every setting that shapes a ranking (what a changed baseline is explained by)."""
     r = services.settings.retrieval
     keys = ("fusion", "rrf_k", "acorn", "exact_below_points", "idf_scope", "idf_sample_points", "hnsw_ef", "prefetch_limit",
-            "dense_weight", "bm25_weight",
-            "bm25_k1", "bm25_b", "bm25_avg_len", "bm25_stem", "bm25_stop_words", "source_max_age_s",
+            "dense_weight", "bm25_weight", "bm25_k1", "bm25_b", "bm25_avg_len", "bm25_stem", "bm25_stop_words", "source_max_age_s",
             "low_confidence_dense", "rerank_model", "rerank_depth")
     out = {k: getattr(r, k) for k in keys if hasattr(r, k)}
     out["dense_weight"], out["bm25_weight"] = r.leg_weights()  # as applied, defaults resolved
