@@ -12,7 +12,7 @@ compiled scope sets the selectivity (the ACL share times the fresh share; effect
 - dense recall@10 of each against exact filtered search (Edge's brute force under the full scope;
   the peer's exact scan is checked to agree);
 - Clearance's recall and latency for each ``--acorn`` threshold swept (the setting
-  ``retrieval.acorn_max_selectivity``).
+  ``retrieval.acorn_max_selectivity``) and each ``--ef`` (``retrieval.hnsw_ef``).
 
     bash bench/peers/build_pgvector.sh            # once, as root
     python -m bench.peer --chunks 100000          # -> bench/results/peer-100000.{json,md}
@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--recall-queries", type=int, default=100)
     ap.add_argument("--acorn", type=float, nargs="+", default=[0.15, 0.3, 0.5, 1.0],
                     help="acorn_max_selectivity values swept for Clearance's dense recall")
+    ap.add_argument("--ef", type=int, nargs="+", default=[300, 400],
+                    help="retrieval.hnsw_ef values swept for Clearance's dense recall (at the default ACORN threshold)")
     ap.add_argument("--reuse", action="store_true", help="reuse both built indexes")
     ap.add_argument("--build-only", action="store_true", help="build both indexes and record the build figures; measure later with --reuse")
     ap.add_argument("--seed-docs", type=int, default=None, help="embed only this many SciFact documents as the seed (quick runs)")
@@ -90,7 +92,7 @@ def main() -> None:
             pscope = PeerScope("bench", sorted(principals), NOW_TS - days * DAY if days else None)
             row: dict[str, Any] = {"effective_share": round(effective_share(n, group, days, denied), 4)}
             row.update(latency(index, peer, flt, pscope, qs, enc, planner))
-            row.update(recall(index, peer, flt, pscope, qs[:args.recall_queries], planner, args.acorn))
+            row.update(recall(index, peer, flt, pscope, qs[:args.recall_queries], planner, args.acorn, args.ef))
             rows[label] = row
             print(label, json.dumps(row), flush=True)
     finally:
@@ -133,13 +135,16 @@ def latency(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: P
 
 
 def recall(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: PeerScope, qs: list[tuple[str, np.ndarray]],
-           planner: RetrievalSettings, sweep: list[float]) -> dict[str, Any]:
+           planner: RetrievalSettings, sweep: list[float], efs: list[int]) -> dict[str, Any]:
     visible = index.estimate(flt)
     small = plans_exact(planner, visible)
     got: dict[str, list[float]] = {"peer": [], "truth_agreement": []}
-    sweep_lat: dict[str, list[float]] = {f"clearance_acorn_{a}": [] for a in sweep}
-    for a in sweep:
-        got[f"clearance_acorn_{a}"] = []
+    # Each variant of Clearance's plan: the ACORN thresholds at the default ef, then the efs at
+    # the default threshold (the default plan is the first sweep's column at the default value).
+    variants: dict[str, dict[str, Any]] = {f"clearance_acorn_{a}": {"acorn_max_selectivity": a} for a in sweep}
+    variants |= {f"clearance_ef_{ef}": {"hnsw_ef": ef} for ef in efs if ef != planner.hnsw_ef}
+    sweep_lat: dict[str, list[float]] = {k: [] for k in variants}
+    got |= {k: [] for k in variants}
     for _text, vec in qs:
         truth = {chunk_number(h.id) for h in index.search(
             planned_query("dense", vec, None, flt, index=index, visible=visible, exact=True), flt)}
@@ -148,11 +153,10 @@ def recall(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: Pe
         pg_exact = set(peer.dense(vec.tolist(), pscope, exact=True))
         got["truth_agreement"].append(len(pg_exact & truth) / len(truth))
         got["peer"].append(len(set(peer.dense(vec.tolist(), pscope)) & truth) / len(truth))
-        for a in sweep:
-            key = f"clearance_acorn_{a}"
+        for key, overrides in variants.items():
             t = time.perf_counter()
             hits = index.search(planned_query("dense", vec, None, flt, index=index, visible=visible, settings=planner,
-                                                acorn_max_selectivity=a), flt)
+                                                **overrides), flt)
             sweep_lat[key].append((time.perf_counter() - t) * 1000)
             got[key].append(len({chunk_number(h.id) for h in hits} & truth) / len(truth))
     out: dict[str, Any] = {"recall_at_10": {k: round(float(np.mean(v)), 4) for k, v in got.items() if v},
@@ -176,13 +180,20 @@ def markdown(report: dict[str, Any]) -> str:
             f"{r['clearance_dense']['p50_ms']:.2f} / {r['clearance_dense']['p99_ms']:.2f} | "
             f"{r['peer_dense']['p50_ms']:.2f} / {r['peer_dense']['p99_ms']:.2f} | "
             f"{rec.get(default, float('nan')):.3f} | {rec['peer']:.3f} |")
-    sweep = sorted({k for r in report["scopes"].values() for k in r["recall_at_10"] if k.startswith("clearance_acorn_")})
-    lines += ["", "Dense recall@10 (and dense p50 ms) per ACORN threshold (`retrieval.acorn_max_selectivity`):", "",
-              "| scope | share | " + " | ".join(s.removeprefix("clearance_acorn_") for s in sweep) + " |",
-              "|---|---|" + "---|" * len(sweep)]
-    for label, r in report["scopes"].items():
-        cells = [f"{r['recall_at_10'].get(s, float('nan')):.3f} ({r['sweep_dense_p50_ms'].get(s, float('nan')):.1f})" for s in sweep]
-        lines.append(f"| {label} | {r['effective_share']:.3f} | " + " | ".join(cells) + " |")
+    for prefix, what in (("clearance_acorn_", "ACORN threshold (`retrieval.acorn_max_selectivity`)"),
+                         ("clearance_ef_", f"HNSW ef (`retrieval.hnsw_ef`; {RetrievalSettings().hnsw_ef} is the default "
+                                           "column above), at the default ACORN threshold")):
+        sweep = sorted({k for r in report["scopes"].values() for k in r["recall_at_10"] if k.startswith(prefix)},
+                       key=lambda k: float(k.removeprefix(prefix)))
+        if not sweep:
+            continue
+        lines += ["", f"Dense recall@10 (and dense p50 ms) per {what}; the peer's recall last:", "",
+                  "| scope | share | " + " | ".join(s.removeprefix(prefix) for s in sweep) + " | peer |",
+                  "|---|---|" + "---|" * (len(sweep) + 1)]
+        for label, r in report["scopes"].items():
+            cells = [f"{r['recall_at_10'].get(s, float('nan')):.3f} ({r['sweep_dense_p50_ms'].get(s, float('nan')):.1f})"
+                     for s in sweep]
+            lines.append(f"| {label} | {r['effective_share']:.3f} | " + " | ".join(cells) + f" | {r['recall_at_10']['peer']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
