@@ -98,23 +98,55 @@ def _upgrade_index(s: Settings) -> str:
 
 @db_app.command("status")
 def db_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """The catalog's schema revision and this release's; exit 1 when an upgrade is due."""
+    """The catalog's schema revision and the index's schema version beside this release's; exit 1
+    when an upgrade of either is due."""
     from store.migrate import state
 
-    engine = _engine(_settings(ctx))
+    s = _settings(ctx)
+    engine = _engine(s)
     try:
         st = state(engine)
     finally:
         engine.dispose()
-    data = {"catalog": _where(engine), "current": st.current, "head": st.head, "legacy_0_1_0": st.legacy,
-            "empty": st.empty, "up_to_date": st.up_to_date}
+    data: dict[str, Any] = {"catalog": _where(engine), "current": st.current, "head": st.head, "legacy_0_1_0": st.legacy,
+                            "empty": st.empty, "up_to_date": st.up_to_date}
+    try:
+        index = index_status(s)
+    except ClearanceError as exc:
+        _fail(exc)
+    data["index"] = index
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
         typer.echo(f"catalog at {data['catalog']}: revision {st.current or ('0.1.0 (before migrations)' if st.legacy else 'none')}"
                    f", this release needs {st.head}" + ("" if st.up_to_date else ": run `clearance db upgrade`"))
-    if not st.up_to_date:
+        held = "none (created on first use)" if index["empty"] else (
+            index["schema"] if index["schema"] is not None else "not recorded (written by 0.1.0)")
+        typer.echo(f"index {index['where']}: schema version {held}, this release needs {index['head']}"
+                   + ("" if index["up_to_date"] else ": run `clearance db upgrade`"))
+    if not (st.up_to_date and index["up_to_date"]):
         raise typer.Exit(1)
+
+
+def index_status(s: Settings) -> dict[str, Any]:
+    """The index's recorded schema version, read without taking the index over (a running server
+    may own the Edge shard) and without creating it."""
+    from app.index_schema import INDEX_SCHEMA_VERSION, read_marker, uses_server
+
+    if uses_server(s):
+        from retrieval.server_index import stored_schema
+
+        exists, points, version = stored_schema(s.qdrant)
+        where, empty = f"collection {s.qdrant.collection!r}", not exists or (points == 0 and version is None)
+    else:
+        edge = s.storage.edge_path
+        version = read_marker(edge)
+        where = f"at {edge}"
+        # Without a marker, a shard holding files was written by 0.1.0 (or never got a point):
+        # `db upgrade` records or upgrades either.
+        empty = version is None and not (edge.is_dir() and any(edge.iterdir()))
+    return {"where": where, "schema": version, "head": INDEX_SCHEMA_VERSION, "empty": empty,
+            "up_to_date": empty or version == INDEX_SCHEMA_VERSION}
 
 
 def reindex(ctx: typer.Context,

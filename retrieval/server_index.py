@@ -50,18 +50,39 @@ def _sparse_params(q: IndexQuery) -> models.SearchParams | None:
 SCHEMA_METADATA_KEY = "clearance_index_schema"  # in the collection's own metadata
 
 
+def _connect(settings: QdrantSettings) -> QdrantClient:
+    if settings.local_path:
+        location = settings.local_path
+        return QdrantClient(location=":memory:") if location == ":memory:" else QdrantClient(path=location)
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    return QdrantClient(url=settings.url, api_key=key, prefer_grpc=settings.prefer_grpc)
+
+
+def stored_schema(settings: QdrantSettings) -> tuple[bool, int, int | None]:
+    """(collection exists, points, recorded schema version) without creating anything: what
+    ``clearance db status`` reports."""
+    try:
+        client = _connect(settings)
+        try:
+            if not client.collection_exists(settings.collection):
+                return False, 0, None
+            info = client.get_collection(settings.collection)
+            meta = info.config.metadata or {}
+            version = int(meta[SCHEMA_METADATA_KEY]) if SCHEMA_METADATA_KEY in meta else None
+            return True, int(client.count(settings.collection, exact=True).count), version
+        finally:
+            client.close()
+    except Exception as exc:
+        raise BackendUnavailableError(f"Qdrant unavailable: {exc}") from exc
+
+
 class QdrantServerIndex:
     def __init__(self, settings: QdrantSettings, dim: int) -> None:
         self.dim = dim
         self.collection = settings.collection
         self._local = bool(settings.local_path)
         try:
-            if settings.local_path:
-                location = settings.local_path
-                self._client = QdrantClient(location=":memory:") if location == ":memory:" else QdrantClient(path=location)
-            else:
-                key = settings.api_key.get_secret_value() if settings.api_key else None
-                self._client = QdrantClient(url=settings.url, api_key=key, prefer_grpc=settings.prefer_grpc)
+            self._client = _connect(settings)
             self._ensure_collection()
         except Exception as exc:
             raise BackendUnavailableError(f"Qdrant unavailable: {exc}") from exc

@@ -16,9 +16,11 @@ import pytest
 from app import index_schema
 from app.maintenance import reindex
 from app.services import build_services
+from cli.maintenance import index_status
 from core.settings import QdrantSettings, Settings
 from core.types import Acl, Entitlements, Scope, SourceDocument
 from ingest.sources import FilesystemSource
+from retrieval.server_index import stored_schema
 from tests.conftest import REPO, make_settings
 from tests.integration.test_ingest_sync import check_consistent, write_tree
 
@@ -50,6 +52,11 @@ def test_an_index_of_0_1_0_without_a_version_is_adopted_and_upgraded(tmp_path: P
     _as_version_1(s)
     (s.storage.edge_path / index_schema.MARKER_FILE).unlink()  # as 0.1.0 left it
     assert index_schema.LEGACY_VERSION == 1
+    # `db status` says so without opening the shard; a data folder with no index needs nothing
+    assert index_status(s) == {"where": f"at {s.storage.edge_path}", "schema": None,
+                                "head": index_schema.INDEX_SCHEMA_VERSION, "empty": False, "up_to_date": False}
+    fresh = index_status(make_settings(tmp_path / "fresh"))
+    assert fresh["empty"] and fresh["up_to_date"] and fresh["schema"] is None
     services = build_services(s)  # adopted as version 1, then upgraded in place (embedded: auto_migrate)
     try:
         assert index_schema.read_marker(s.storage.edge_path) == index_schema.INDEX_SCHEMA_VERSION
@@ -111,12 +118,21 @@ def test_version_1_is_upgraded_in_place_by_db_upgrade_keeping_every_answer(tmp_p
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARANCE_")}
     env.update(CLEARANCE_STORAGE__DATA_DIR=str(s.storage.data_dir), CLEARANCE_EMBEDDER__KIND="hash",
                CLEARANCE_EMBEDDER__DIM=str(s.embedder.dim))
+    status = [sys.executable, "-c", "from cli.main import run; run()", "db", "status"]
+    res = subprocess.run(status, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, res.stderr  # the catalog is current; the index is not
+    assert (f"index at {s.storage.edge_path}: schema version 1, this release needs {index_schema.INDEX_SCHEMA_VERSION}: "
+            "run `clearance db upgrade`") in res.stdout
     cmd = [sys.executable, "-c", "from cli.main import run; run()", "db", "upgrade"]
     res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert f"index: upgraded in place from schema version 1 to {index_schema.INDEX_SCHEMA_VERSION}" in res.stdout
     res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert f"index: at schema version {index_schema.INDEX_SCHEMA_VERSION}" in res.stdout  # safe to run again
+    res = subprocess.run([*status, "--json"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout
+    assert json.loads(res.stdout)["index"] == {"where": f"at {s.storage.edge_path}", "schema": index_schema.INDEX_SCHEMA_VERSION,
+                                               "head": index_schema.INDEX_SCHEMA_VERSION, "empty": False, "up_to_date": True}
 
     services = build_services(manual)
     try:
@@ -160,6 +176,11 @@ def test_qdrant_server_keeps_the_version_in_collection_metadata(tmp_path: Path) 
             index_schema.check_index_schema(s, services.index)
     finally:
         services.close()
+    # what `db status` reads, without creating a collection where there is none
+    assert stored_schema(s.qdrant) == (True, 0, 7)
+    elsewhere = QdrantSettings(local_path=str(tmp_path / "none"), collection="absent")
+    assert stored_schema(elsewhere) == (False, 0, None)
+    assert stored_schema(elsewhere) == (False, 0, None)
 
 
 def _tree(tmp_path: Path) -> Path:
