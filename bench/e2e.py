@@ -85,6 +85,7 @@ def floor(data_dir: Path, scifact: Path, texts: list[str], ranking: RetrievalSet
     from retrieval.edge_index import EdgeIndex
     from retrieval.embedder import MiniLmEmbedder, build_embedder
     from retrieval.scope_filter import compile_scope
+    from retrieval.service import probed_size
 
     emb = build_embedder(EmbedderSettings())  # what the server uses (ONNX Runtime by default)
     enc = Bm25Encoder()
@@ -107,7 +108,7 @@ def floor(data_dir: Path, scifact: Path, texts: list[str], ranking: RetrievalSet
     for t, v in zip(texts[:120], vecs):
         sparse = enc.encode_query(t)
         t0 = time.perf_counter()
-        visible = index.estimate(flt)  # the service's planner input, timed with it
+        visible = probed_size(index, flt)  # the service's planner input, timed with it
         index.search(planned_query("hybrid", v, sparse, flt, index=index, visible=visible, settings=ranking, limit=15,
                                    with_dense=True), flt)
         eng_ms.append((time.perf_counter() - t0) * 1000)

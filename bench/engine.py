@@ -42,12 +42,12 @@ def planned_query(mode: str, vec: np.ndarray | None, sparse: Any, flt: CompiledF
                   visible: int | None = None, settings: RetrievalSettings = RANKING, limit: int = 10,
                   **overrides: Any) -> IndexQuery:
     """The ``IndexQuery`` ``SearchService`` builds for this mode and scope (exact or graph search
-    from the planner's estimate, ``visible`` when already known; fusion, leg weights and depth,
+    from the probed scope size, ``visible`` when already known; fusion, leg weights and depth,
     ACORN threshold, HNSW ef; the IDF corpus, sampled or not, probed on ``index`` as the service
     does), with ``overrides`` for the variants compared."""
     if visible is None and vec is not None and "exact" not in overrides:
-        visible = index.estimate(flt)
-    corpus = (idf_corpus(settings, BENCH_SCOPE, flt, index) if sparse is not None and "idf_corpus" not in overrides
+        visible = probed_size(index, flt)
+    corpus = (idf_corpus(settings, BENCH_SCOPE, flt, index, visible) if sparse is not None and "idf_corpus" not in overrides
               else None)
     q = IndexQuery(mode=mode, limit=limit, dense=vec.tolist() if vec is not None else None, sparse=sparse,  # type: ignore[arg-type]
                    prefetch_limit=settings.prefetch_limit, rrf_k=settings.rrf_k, weights=settings.leg_weights(),
@@ -123,7 +123,7 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
         scope = Scope(Entitlements("bench", "bench", "bench", frozenset({group, "user:bench"})), max_age_s=fresh_days * 86_400)
         flt = compile_scope(scope, now=now)
         lat[label] = {}
-        # As SearchService plans it, the planner's estimate timed with the query; "hybrid_global_idf"
+        # As SearchService plans it, the scope probe timed with the query; "hybrid_global_idf"
         # is the same query with the engine's collection-wide IDF, to show what visible IDF costs.
         variants: list[tuple[str, dict[str, Any]]] = [
             ("dense", {}), ("bm25", {}), ("hybrid", {}), ("hybrid_global_idf", {"idf_corpus": None})]
@@ -131,7 +131,7 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
             base = mode.removesuffix("_global_idf")
             lat[label][mode] = _timed(lambda text, vec: index.search(planned_query(  # noqa: B023
                 base, vec if base != "bm25" else None, sparse[text] if base != "dense" else None, flt,  # noqa: B023
-                index=index, visible=index.estimate(flt), **overrides), flt), qs)  # noqa: B023
+                index=index, visible=probed_size(index, flt), **overrides), flt), qs)  # noqa: B023
     results["latency"] = lat
     results["hybrid_fusion"] = RANKING.fusion
     for share in ("10%", "95%"):  # a narrow scope, and a broad one whose visible IDF is sampled
@@ -151,7 +151,7 @@ def profile(index: EdgeIndex, enc: Bm25Encoder, qs: list[tuple[str, np.ndarray]]
     compute per query), each leg alone (BM25 with the production IDF corpus, sampled where the
     scope is large, with all visible chunks, and with the whole index), and the payload read of
     the returned chunks."""
-    visible = index.estimate(flt)
+    visible = probed_size(index, flt)
     sparse = {t: enc.encode_query(t) for t, _ in qs}
     hits = {t: index.search(planned_query("hybrid", v, sparse[t], flt, index=index, visible=visible, limit=15, with_dense=True), flt)
             for t, v in qs}
@@ -175,7 +175,7 @@ def profile(index: EdgeIndex, enc: Bm25Encoder, qs: list[tuple[str, np.ndarray]]
         "fill_15": lambda t, v: index._fill(hits[t], f, True),
     }
     probed = probed_size(index, flt)
-    return {"visible_estimate": visible, "exact_dense": plans_exact(RANKING, visible), "probed_size": probed,
+    return {"visible_estimate": index.estimate(flt), "exact_dense": plans_exact(RANKING, visible), "probed_size": probed,
             "idf_sampled": probed > RANKING.idf_sample_points > 0, **{name: _timed(fn, qs) for name, fn in parts.items()}}
 
 
@@ -186,7 +186,7 @@ def recall_full_scope(index: EdgeIndex, n: int, qs: list[tuple[str, np.ndarray]]
     out: dict[str, Any] = {}
     for label, group, days, denied in SCOPES:
         flt = scope_filter(group, days, denied)
-        visible = index.estimate(flt)
+        visible = probed_size(index, flt)
         truth = [{h.id for h in index.search(planned_query("dense", v, None, flt, index=index, visible=visible, exact=True), flt)}
                  for _t, v in qs]
         row: dict[str, Any] = {"effective_share": round(effective_share(n, group, days, denied), 4),

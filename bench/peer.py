@@ -38,7 +38,7 @@ from core.settings import RetrievalSettings
 from retrieval.bm25 import Bm25Encoder
 from retrieval.edge_index import EdgeIndex
 from retrieval.scope_filter import CompiledFilter
-from retrieval.service import plans_exact
+from retrieval.service import plans_exact, probed_size
 
 
 def timed(fn: Callable[[], object], times: list[float]) -> None:
@@ -114,10 +114,10 @@ def latency(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: P
     out: dict[str, Any] = {}
     phases: list[tuple[str, Callable[[str, np.ndarray], object]]] = [
         ("clearance_dense", lambda t, v: index.search(
-            planned_query("dense", v, None, flt, index=index, visible=index.estimate(flt), settings=planner), flt)),
+            planned_query("dense", v, None, flt, index=index, visible=probed_size(index, flt), settings=planner), flt)),
         ("peer_dense", lambda t, v: peer.dense(v.tolist(), pscope)),
         ("clearance_hybrid", lambda t, v: index.search(
-            planned_query("hybrid", v, enc.encode_query(t), flt, index=index, visible=index.estimate(flt), settings=planner), flt)),
+            planned_query("hybrid", v, enc.encode_query(t), flt, index=index, visible=probed_size(index, flt), settings=planner), flt)),
         ("peer_hybrid_or", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="or")),
         ("peer_hybrid_and", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="and")),
     ]
@@ -136,7 +136,7 @@ def latency(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: P
 
 def recall(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: PeerScope, qs: list[tuple[str, np.ndarray]],
            planner: RetrievalSettings, sweep: list[float], efs: list[int]) -> dict[str, Any]:
-    visible = index.estimate(flt)
+    visible = probed_size(index, flt)
     small = plans_exact(planner, visible)
     got: dict[str, list[float]] = {"peer": [], "truth_agreement": []}
     # Each variant of Clearance's plan: the ACORN thresholds at the default ef, then the efs at

@@ -119,29 +119,30 @@ DEGRADED_DENSE = "dense leg unavailable (query embedding failed): answered from 
 DEGRADED_RERANK = "reranker failed: results are in retrieval order"
 
 
-# The share of sample-key steps whose chunks are counted to size the caller's scope for sampled
-# IDF (1/128 of the scope: ~2 ms at 1M chunks; ~16 % error at 5,000 chunks in scope).
+# The share of sample-key steps whose chunks are counted to size the caller's scope (the dense plan and sampled
+# IDF; 1/128 of the scope: ~2 ms at 1M chunks; ~16 % error at 5,000 chunks in scope, ~6 % at 30,000).
 PROBE_STEPS = 8
 
 
 def probed_size(index: ChunkIndex, flt: CompiledFilter) -> int:
     """The caller's scope size, from an exact count of its own chunks in a fixed band of sample
-    keys. Not the planner's ``estimate``: that one is derived from whole-index cardinalities, so
+    keys. Not the engine's ``estimate``: that one is derived from whole-index cardinalities, so
     hidden documents move it, and through it the sample would move visible scores."""
     return index.count(sampled(flt, PROBE_STEPS / SAMPLE_STEPS)) * (SAMPLE_STEPS // PROBE_STEPS)
 
 
-def idf_corpus(settings: RetrievalSettings, scope: Scope, flt: CompiledFilter, index: ChunkIndex) -> CompiledFilter | None:
+def idf_corpus(settings: RetrievalSettings, scope: Scope, flt: CompiledFilter, index: ChunkIndex,
+               size: int | None = None) -> CompiledFilter | None:
     """The documents BM25's IDF is computed over (``retrieval.idf_scope``): the caller's own
     compiled scope by default, so no score depends on a document the caller cannot see; a fixed
-    random sample of it when the scope (``probed_size``) holds more than
-    ``retrieval.idf_sample_points`` chunks. Both the decision and the sample's size depend on
-    the caller's chunks alone."""
+    random sample of it when the scope (``probed_size``, or ``size`` when already probed) holds
+    more than ``retrieval.idf_sample_points`` chunks. Both the decision and the sample's size
+    depend on the caller's chunks alone."""
     if settings.idf_scope == "visible":
         cap = settings.idf_sample_points
         if not cap:
             return flt
-        size = probed_size(index, flt)
+        size = probed_size(index, flt) if size is None else size
         return sampled(flt, cap / size) if size > cap else flt
     if settings.idf_scope == "tenant":
         return tenant_filter(scope.entitlements.tenant)
@@ -149,9 +150,11 @@ def idf_corpus(settings: RetrievalSettings, scope: Scope, flt: CompiledFilter, i
 
 
 def plans_exact(settings: RetrievalSettings, visible: int) -> bool:
-    """The dense-search plan: few enough visible chunks (``visible``, estimated from the payload
-    indexes) that exact search is both exact and cheap; filtered HNSW loses recall there
-    (BENCHMARKS.md)."""
+    """The dense-search plan: few enough visible chunks (``visible``: ``probed_size``) that exact
+    search is both exact and cheap; filtered HNSW loses recall there (BENCHMARKS.md). Sized from
+    the caller's own chunks, not the engine's ``estimate``: that one combines whole-index
+    cardinalities, so adding hidden stale documents halved it in a test and flipped the plan,
+    and with it the caller's latency and recall."""
     return 0 < settings.exact_below_points and visible <= settings.exact_below_points
 
 
@@ -213,8 +216,9 @@ class SearchService:
                 warnings.append(DEGRADED_DENSE)
         sparse = self.bm25.encode_query(query) if mode in ("hybrid", "bm25") else None
         t_engine = time.perf_counter()
-        exact = dense is not None and plans_exact(self.settings, self.index.estimate(flt))
-        corpus = idf_corpus(self.settings, scope, flt, self.index) if sparse is not None else None
+        visible = probed_size(self.index, flt) if dense is not None else None
+        exact = visible is not None and plans_exact(self.settings, visible)
+        corpus = idf_corpus(self.settings, scope, flt, self.index, visible) if sparse is not None else None
         # With a reranker the engine returns more candidates (all within the scope) to reorder.
         # TIE_MARGIN more than needed, so equal scores (RRF gives equal scores to a dense-only and
         # a BM25-only hit of the same rank; duplicated texts tie in every mode) are ordered by id
