@@ -97,8 +97,8 @@ def _add_sample_keys(index: ChunkIndex, batch: int = 16_384) -> int:
             numbered = isinstance(ci, (int, float)) and not isinstance(ci, bool) and float(ci).is_integer()
             key = sample_key(dk, int(ci)) if isinstance(dk, str) and numbered else sample_key(h.id, 0)  # type: ignore[arg-type]
             groups[key].append(h.id)
-        for key, group in groups.items():  # keys take SAMPLE_STEPS values: one write per value
-            index.set_payload(group, {PayloadField.SAMPLE_KEY.value: key})
+        # keys take SAMPLE_STEPS values: one update per value, all of a pass in one request
+        index.set_payloads([(group, {PayloadField.SAMPLE_KEY.value: key}) for key, group in groups.items()])
         written += len(hits)
         previous = ids
     return written

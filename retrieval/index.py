@@ -85,6 +85,11 @@ class ChunkIndex(Protocol):
         """Update payload fields without touching vectors (ACL-only changes)."""
         ...
 
+    def set_payloads(self, updates: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> None:
+        """Several ``set_payload`` updates, in one engine request where the engine takes a batch
+        (an index upgrade writes a thousand distinct values per pass)."""
+        ...
+
     def search(self, query: IndexQuery, flt: CompiledFilter) -> list[IndexHit]:
         """Ranked hits that satisfy ``flt``; hybrid fuses both legs with RRF in one engine call."""
         ...

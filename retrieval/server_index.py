@@ -130,6 +130,13 @@ class QdrantServerIndex:
             with engine_call("qdrant", "set_payload"):
                 self._client.set_payload(self.collection, payload, points=list(ids), wait=True)
 
+    def set_payloads(self, updates: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> None:
+        ops = [models.SetPayloadOperation(set_payload=models.SetPayload(payload=payload, points=list(ids)))
+               for ids, payload in updates if ids]
+        if ops:
+            with engine_call("qdrant", "set_payload"):
+                self._client.batch_update_points(self.collection, ops, wait=True)
+
     def optimize(self) -> bool:
         return False  # the server optimizes in the background
 

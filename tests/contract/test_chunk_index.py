@@ -174,6 +174,17 @@ def test_set_payload_changes_acl_without_touching_vectors(index: ChunkIndex) -> 
     assert ids(hits) == {"fin/forecast"} and hits[0].score > 0.99  # same vector as before
 
 
+def test_set_payloads_applies_each_update_to_its_own_points_only(index: ChunkIndex) -> None:
+    index.upsert(CORPUS)
+    a, b, rest = CORPUS[0].id, CORPUS[1].id, [p.id for p in CORPUS[2:]]
+    before = {h.id: h.payload for h in index.retrieve(rest)}
+    index.set_payloads([([a], {"note": "first"}), ([], {"note": "nobody"}), ([b], {"note": "second"})])
+    got = {h.id: h.payload for h in index.retrieve([a, b, *rest])}
+    assert got[a]["note"] == "first" and got[b]["note"] == "second"
+    assert {i: got[i] for i in rest} == before  # nothing else written
+    index.set_payloads([])  # nothing to do is not an error
+
+
 def test_hybrid_explain_reports_leg_ranks(index: ChunkIndex) -> None:
     index.upsert(CORPUS)
     q = IndexQuery(mode="hybrid", limit=5, dense=EMB.embed_query("revenue forecast").tolist(),

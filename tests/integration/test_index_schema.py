@@ -183,6 +183,29 @@ def test_qdrant_server_keeps_the_version_in_collection_metadata(tmp_path: Path) 
     assert stored_schema(elsewhere) == (False, 0, None)
 
 
+def test_a_qdrant_server_index_is_upgraded_in_place_too(tmp_path: Path) -> None:
+    # The same step through qdrant-client (local mode here; no server binary on this machine),
+    # where each pass's thousand distinct values go in one batch request.
+    from retrieval.payload import PayloadField
+
+    s = make_settings(tmp_path, qdrant=QdrantSettings(local_path=str(tmp_path / "qdrant")))
+    services = build_services(s)
+    try:
+        services.ingestor.sync(FilesystemSource(_tree(tmp_path), "docs"))
+        before = {mode: answers(services, mode) for mode in ("hybrid", "bm25", "dense")}
+        index = services.index
+        written = {h.id: h.payload[PayloadField.SAMPLE_KEY] for h in index.scroll(_everything(), 10_000)}  # type: ignore[arg-type]
+        assert len(written) > 1
+        index._client.delete_payload(index.collection, keys=[PayloadField.SAMPLE_KEY.value], points=list(written))  # type: ignore[attr-defined]
+        index_schema.write_version(s, index, 1)
+        assert index_schema.check_index_schema(s, index, upgrade=True) == index_schema.INDEX_SCHEMA_VERSION
+        assert index.schema_version() == index_schema.INDEX_SCHEMA_VERSION
+        assert {h.id: h.payload[PayloadField.SAMPLE_KEY] for h in index.scroll(_everything(), 10_000)} == written  # type: ignore[arg-type]
+        assert {mode: answers(services, mode) for mode in before} == before
+    finally:
+        services.close()
+
+
 def _tree(tmp_path: Path) -> Path:
     root = tmp_path / "docs"
     if not root.exists():
