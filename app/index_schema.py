@@ -22,15 +22,12 @@ versions were stored (it gets 1, the 0.1.0 layout).
 
 from __future__ import annotations
 
-import json
-import os
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 
 from core.errors import ConfigError
 from core.settings import Settings
-from retrieval.edge_index import SCHEMA_MARKER
+from retrieval.edge_index import SCHEMA_MARKER, read_schema_marker, write_schema_marker
 from retrieval.index import ChunkIndex
 from retrieval.payload import PayloadField, sample_key
 from retrieval.scope_filter import CompiledFilter, Range
@@ -39,6 +36,9 @@ from retrieval.server_index import SCHEMA_METADATA_KEY
 INDEX_SCHEMA_VERSION = 2
 LEGACY_VERSION = 1  # what an index written by 0.1.0 (no stored version) holds
 MARKER_FILE = SCHEMA_MARKER
+# the Edge shard's version file, readable without opening the shard (``clearance db status``)
+read_marker = read_schema_marker
+write_marker = write_schema_marker
 METADATA_KEY = SCHEMA_METADATA_KEY
 
 
@@ -50,24 +50,6 @@ class IndexSchemaError(ConfigError):
 
 def uses_server(settings: Settings) -> bool:
     return bool(settings.qdrant.url or settings.qdrant.local_path)
-
-
-def marker_path(edge_dir: Path) -> Path:
-    return edge_dir / MARKER_FILE
-
-
-def read_marker(edge_dir: Path) -> int | None:
-    path = marker_path(edge_dir)
-    if not path.exists():
-        return None
-    return int(json.loads(path.read_text())["schema"])
-
-
-def write_marker(edge_dir: Path, version: int) -> None:
-    path = marker_path(edge_dir)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"schema": version}) + "\n")
-    os.replace(tmp, path)
 
 
 def read_version(settings: Settings, index: ChunkIndex) -> int | None:

@@ -61,6 +61,20 @@ def _sparse_params(q: IndexQuery) -> qe.SearchParams | None:
 SCHEMA_MARKER = "clearance-index.json"
 
 
+def read_schema_marker(shard_dir: Path) -> int | None:
+    """The schema version recorded in the shard folder; None where none is (a new or 0.1.0
+    index). Readable without opening the shard, which a running server may own."""
+    marker = shard_dir / SCHEMA_MARKER
+    return int(json.loads(marker.read_text())["schema"]) if marker.exists() else None
+
+
+def write_schema_marker(shard_dir: Path, version: int) -> None:
+    marker = shard_dir / SCHEMA_MARKER
+    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"schema": version}) + "\n")
+    os.replace(tmp, marker)
+
+
 class EdgeIndex:
     def __init__(self, path: Path, dim: int) -> None:
         self.dim = dim
@@ -110,14 +124,13 @@ class EdgeIndex:
                 self._shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
-        if ids:
-            with self._write_lock, engine_call("edge", "set_payload"):
-                self._shard.update(qe.UpdateOperation.set_payload(list(ids), payload))
+        self.set_payloads([(ids, payload)])
 
     def set_payloads(self, updates: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> None:
-        with self._write_lock, engine_call("edge", "set_payload"):  # in process: no round trips to save
-            for ids, payload in updates:
-                if ids:
+        updates = [(ids, payload) for ids, payload in updates if ids]
+        if updates:
+            with self._write_lock, engine_call("edge", "set_payload"):  # in process: no round trips to save
+                for ids, payload in updates:
                     self._shard.update(qe.UpdateOperation.set_payload(list(ids), payload))
 
     def optimize(self) -> bool:
@@ -138,14 +151,10 @@ class EdgeIndex:
             yield
 
     def schema_version(self) -> int | None:
-        marker = self.path / SCHEMA_MARKER
-        return int(json.loads(marker.read_text())["schema"]) if marker.exists() else None
+        return read_schema_marker(self.path)
 
     def set_schema_version(self, version: int) -> None:
-        marker = self.path / SCHEMA_MARKER
-        tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"schema": version}) + "\n")
-        os.replace(tmp, marker)
+        write_schema_marker(self.path, version)
 
     def drop(self) -> None:
         self.close()

@@ -58,6 +58,11 @@ def _connect(settings: QdrantSettings) -> QdrantClient:
     return QdrantClient(url=settings.url, api_key=key, prefer_grpc=settings.prefer_grpc)
 
 
+def _recorded_version(client: QdrantClient, collection: str) -> int | None:
+    meta = client.get_collection(collection).config.metadata or {}
+    return int(meta[SCHEMA_METADATA_KEY]) if SCHEMA_METADATA_KEY in meta else None
+
+
 def stored_schema(settings: QdrantSettings) -> tuple[bool, int, int | None]:
     """(collection exists, points, recorded schema version) without creating anything: what
     ``clearance db status`` reports."""
@@ -66,9 +71,7 @@ def stored_schema(settings: QdrantSettings) -> tuple[bool, int, int | None]:
         try:
             if not client.collection_exists(settings.collection):
                 return False, 0, None
-            info = client.get_collection(settings.collection)
-            meta = info.config.metadata or {}
-            version = int(meta[SCHEMA_METADATA_KEY]) if SCHEMA_METADATA_KEY in meta else None
+            version = _recorded_version(client, settings.collection)
             return True, int(client.count(settings.collection, exact=True).count), version
         finally:
             client.close()
@@ -152,8 +155,7 @@ class QdrantServerIndex:
 
     def schema_version(self) -> int | None:
         with engine_call("qdrant", "schema_version"):
-            meta = self._client.get_collection(self.collection).config.metadata or {}
-        return int(meta[SCHEMA_METADATA_KEY]) if SCHEMA_METADATA_KEY in meta else None
+            return _recorded_version(self._client, self.collection)
 
     def set_schema_version(self, version: int) -> None:
         with engine_call("qdrant", "schema_version"):
