@@ -131,7 +131,7 @@ def measure(path: Path, seed: Seed, n: int, enc: Bm25Encoder, n_queries: int = 3
             base = mode.removesuffix("_global_idf")
             lat[label][mode] = _timed(lambda text, vec: index.search(planned_query(  # noqa: B023
                 base, vec if base != "bm25" else None, sparse[text] if base != "dense" else None, flt,  # noqa: B023
-                index=index, visible=probed_size(index, flt), **overrides), flt), qs)  # noqa: B023
+                index=index, **overrides), flt), qs)  # noqa: B023
     results["latency"] = lat
     results["hybrid_fusion"] = RANKING.fusion
     for share in ("10%", "95%"):  # a narrow scope, and a broad one whose visible IDF is sampled
@@ -174,9 +174,8 @@ def profile(index: EdgeIndex, enc: Bm25Encoder, qs: list[tuple[str, np.ndarray]]
                                                           with_dense=True), flt),
         "fill_15": lambda t, v: index._fill(hits[t], f, True),
     }
-    probed = probed_size(index, flt)
-    return {"visible_estimate": index.estimate(flt), "exact_dense": plans_exact(RANKING, visible), "probed_size": probed,
-            "idf_sampled": probed > RANKING.idf_sample_points > 0, **{name: _timed(fn, qs) for name, fn in parts.items()}}
+    return {"visible_estimate": index.estimate(flt), "exact_dense": plans_exact(RANKING, visible), "probed_size": visible,
+            "idf_sampled": visible > RANKING.idf_sample_points > 0, **{name: _timed(fn, qs) for name, fn in parts.items()}}
 
 
 def recall_full_scope(index: EdgeIndex, n: int, qs: list[tuple[str, np.ndarray]]) -> dict[str, Any]:

@@ -114,10 +114,10 @@ def latency(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: P
     out: dict[str, Any] = {}
     phases: list[tuple[str, Callable[[str, np.ndarray], object]]] = [
         ("clearance_dense", lambda t, v: index.search(
-            planned_query("dense", v, None, flt, index=index, visible=probed_size(index, flt), settings=planner), flt)),
+            planned_query("dense", v, None, flt, index=index, settings=planner), flt)),
         ("peer_dense", lambda t, v: peer.dense(v.tolist(), pscope)),
         ("clearance_hybrid", lambda t, v: index.search(
-            planned_query("hybrid", v, enc.encode_query(t), flt, index=index, visible=probed_size(index, flt), settings=planner), flt)),
+            planned_query("hybrid", v, enc.encode_query(t), flt, index=index, settings=planner), flt)),
         ("peer_hybrid_or", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="or")),
         ("peer_hybrid_and", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="and")),
     ]

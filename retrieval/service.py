@@ -216,7 +216,8 @@ class SearchService:
                 warnings.append(DEGRADED_DENSE)
         sparse = self.bm25.encode_query(query) if mode in ("hybrid", "bm25") else None
         t_engine = time.perf_counter()
-        visible = probed_size(self.index, flt) if dense is not None else None
+        # the probe sizes the dense plan, and the IDF sample (which reuses it, or probes itself)
+        visible = probed_size(self.index, flt) if dense is not None and self.settings.exact_below_points else None
         exact = visible is not None and plans_exact(self.settings, visible)
         corpus = idf_corpus(self.settings, scope, flt, self.index, visible) if sparse is not None else None
         # With a reranker the engine returns more candidates (all within the scope) to reorder.
