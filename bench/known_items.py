@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import random
-import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -47,14 +46,13 @@ from bench.tokenization import DATASETS
 from core.types import SearchMode
 from eval.beir import Dataset, load_beir
 from eval.harness import ORG_NOW, EvalConfig, _rank, _services, _unrestricted, ingest
-from eval.live import _words, generate_known_items
+from eval.live import _words, generate_known_items, ranked_sentences
 from eval.organisation import simulate
 from retrieval.bm25 import STOP_WORDS
 
 MODES: tuple[SearchMode, ...] = ("bm25", "dense", "hybrid")
 SEED = 13
 NOISE = 0.3
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def _content(text: str) -> list[str]:
@@ -133,14 +131,9 @@ def generate(ds: Dataset, keys: list[str]) -> dict[str, list[tuple[str, str]]]:
             add(f"keywords_{name}", " ".join(words), key)
             add(f"keywords_{name}_noise", " ".join(
                 w if rng.random() > NOISE else rng.choices(vocab, weights=vocab_weights)[0] for w in words), key)
-        sentences = []
-        for s in _SENTENCE.split(body):
-            sw = _words(s)
-            if 6 <= len(sw) <= 30:
-                sentences.append((sum(idf(w) for w in sw) / len(sw), " ".join(s.split())))
+        sentences = ranked_sentences(body, idf)
         if not sentences:
             continue
-        sentences.sort(key=lambda x: -x[0])
         chosen = _words(rng.choice(sentences[:3])[1])
         rarest = sorted({w for w in chosen if w not in STOP_WORDS}, key=lambda w: -idf(w))
         drop = set(rarest[:len(rarest) // 2])

@@ -202,6 +202,17 @@ def _words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
 
+def ranked_sentences(text: str, idf: Callable[[str], float]) -> list[tuple[float, str]]:
+    """The sentences of 6-30 words in ``text`` with their mean word IDF, most distinctive first
+    (ties by text), whitespace collapsed."""
+    out = []
+    for s in _SENTENCE.split(text):
+        words = _words(s)
+        if 6 <= len(words) <= 30:
+            out.append((sum(idf(w) for w in words) / len(words), " ".join(s.split())))
+    return sorted(out, key=lambda x: (-x[0], x[1]))
+
+
 def generate_known_items(docs: dict[str, tuple[str, str, str]], *, seed: int,
                          kinds: Iterable[str] = KNOWN_ITEM_KINDS) -> dict[str, list[Query]]:
     """Known-item queries per document key; ``docs`` maps key -> (source, title, text)."""
@@ -224,12 +235,7 @@ def generate_known_items(docs: dict[str, tuple[str, str, str]], *, seed: int,
         if "title" in kinds and len(_words(title)) >= 2:
             qs.append(Query(f"{key}#title", title.strip(), "title", key, source))
         if "sentence" in kinds:
-            sentences = []
-            for s in _SENTENCE.split(text):
-                words = _words(s)
-                if 6 <= len(words) <= 30:
-                    sentences.append((sum(idf(w) for w in words) / len(words), " ".join(s.split())))
-            sentences.sort(key=lambda x: (-x[0], x[1]))
+            sentences = ranked_sentences(text, idf)
             if sentences:
                 qs.append(Query(f"{key}#sentence", rng.choice(sentences[:3])[1], "sentence", key, source))
         if "identifier" in kinds:
