@@ -12,7 +12,10 @@ compiled scope sets the selectivity (the ACL share times the fresh share; effect
 - dense recall@10 of each against exact filtered search (Edge's brute force under the full scope;
   the peer's exact scan is checked to agree);
 - Clearance's recall and latency for each ``--acorn`` threshold swept (the setting
-  ``retrieval.acorn_max_selectivity``) and each ``--ef`` (``retrieval.hnsw_ef``).
+  ``retrieval.acorn_max_selectivity``) and each ``--ef`` (``retrieval.hnsw_ef``);
+- the recall-first planner of each ``--exact-below`` value (``retrieval.exact_below_points``:
+  exact search for every scope up to that many chunks): its dense recall, and its dense and
+  hybrid latency as timed phases beside the default's, since the peer reaches 1.000 by scanning.
 
     bash bench/peers/build_pgvector.sh            # once, as root
     python -m bench.peer --chunks 100000          # -> bench/results/peer-100000.{json,md}
@@ -59,6 +62,8 @@ def main() -> None:
                     help="acorn_max_selectivity values swept for Clearance's dense recall")
     ap.add_argument("--ef", type=int, nargs="+", default=[300, 400],
                     help="retrieval.hnsw_ef values swept for Clearance's dense recall (at the default ACORN threshold)")
+    ap.add_argument("--exact-below", type=int, nargs="*", default=[100_000],
+                    help="retrieval.exact_below_points values measured as recall-first planners (recall, dense and hybrid latency)")
     ap.add_argument("--reuse", action="store_true", help="reuse both built indexes")
     ap.add_argument("--build-only", action="store_true", help="build both indexes and record the build figures; measure later with --reuse")
     ap.add_argument("--seed-docs", type=int, default=None, help="embed only this many SciFact documents as the seed (quick runs)")
@@ -83,7 +88,9 @@ def main() -> None:
         report["build"] = json.loads(out.read_text()).get("build")
     index = EdgeIndex(edge_path, dim)
     planner = RetrievalSettings()
-    qs = queries(seed, args.queries)
+    recall_first = {n_exact: RetrievalSettings(exact_below_points=n_exact) for n_exact in args.exact_below
+                    if n_exact != planner.exact_below_points}
+    qs = queries(seed, max(args.queries, args.recall_queries))  # the first --queries are timed
     rows: dict[str, Any] = {}
     try:
         for label, group, days, denied in SCOPES:
@@ -91,8 +98,8 @@ def main() -> None:
             flt = scope_filter(group, days, denied)
             pscope = PeerScope("bench", sorted(principals), NOW_TS - days * DAY if days else None)
             row: dict[str, Any] = {"effective_share": round(effective_share(n, group, days, denied), 4)}
-            row.update(latency(index, peer, flt, pscope, qs, enc, planner))
-            row.update(recall(index, peer, flt, pscope, qs[:args.recall_queries], planner, args.acorn, args.ef))
+            row.update(latency(index, peer, flt, pscope, qs[:args.queries], enc, planner, recall_first))
+            row.update(recall(index, peer, flt, pscope, qs[:args.recall_queries], planner, args.acorn, args.ef, recall_first))
             rows[label] = row
             print(label, json.dumps(row), flush=True)
     finally:
@@ -103,6 +110,7 @@ def main() -> None:
                          "prefetch_limit": planner.prefetch_limit, "fusion": planner.fusion, "idf_scope": planner.idf_scope,
                          "hnsw_ef": planner.hnsw_ef, "peer_ef_search": 50,
                          "peer_iterative_scan": "relaxed_order"}
+    report["queries"] = {"timed": args.queries, "recall": args.recall_queries}
     args.out.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     out.with_suffix(".md").write_text(markdown(report))
@@ -110,7 +118,8 @@ def main() -> None:
 
 
 def latency(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: PeerScope, qs: list[tuple[str, np.ndarray]],
-            enc: Bm25Encoder, planner: RetrievalSettings) -> dict[str, Any]:
+            enc: Bm25Encoder, planner: RetrievalSettings,
+            recall_first: dict[int, RetrievalSettings] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     phases: list[tuple[str, Callable[[str, np.ndarray], object]]] = [
         ("clearance_dense", lambda t, v: index.search(
@@ -121,6 +130,13 @@ def latency(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: P
         ("peer_hybrid_or", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="or")),
         ("peer_hybrid_and", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="and")),
     ]
+    def planned(mode: str, st: RetrievalSettings) -> Callable[[str, np.ndarray], object]:
+        return lambda t, v: index.search(planned_query(
+            mode, v, enc.encode_query(t) if mode == "hybrid" else None, flt, index=index, settings=st), flt)
+
+    for n_exact, st in (recall_first or {}).items():
+        phases += [(f"clearance_dense_exact_below_{n_exact}", planned("dense", st)),
+                   (f"clearance_hybrid_exact_below_{n_exact}", planned("hybrid", st))]
     for name, fn in phases:  # alternating: each Clearance phase is followed by the peer's
         times: list[float] = []
         for i, (text, vec) in enumerate(qs):
@@ -131,11 +147,15 @@ def latency(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: P
         out[name] = stats(times)
     out["ratio_hybrid_p99_vs_peer_or"] = round(out["clearance_hybrid"]["p99_ms"] / out["peer_hybrid_or"]["p99_ms"], 3)
     out["ratio_hybrid_p50_vs_peer_or"] = round(out["clearance_hybrid"]["p50_ms"] / out["peer_hybrid_or"]["p50_ms"], 3)
+    for n_exact in recall_first or {}:
+        out[f"ratio_hybrid_p99_vs_peer_or_exact_below_{n_exact}"] = round(
+            out[f"clearance_hybrid_exact_below_{n_exact}"]["p99_ms"] / out["peer_hybrid_or"]["p99_ms"], 3)
     return out
 
 
 def recall(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: PeerScope, qs: list[tuple[str, np.ndarray]],
-           planner: RetrievalSettings, sweep: list[float], efs: list[int]) -> dict[str, Any]:
+           planner: RetrievalSettings, sweep: list[float], efs: list[int],
+           recall_first: dict[int, RetrievalSettings] | None = None) -> dict[str, Any]:
     visible = probed_size(index, flt)
     small = plans_exact(planner, visible)
     got: dict[str, list[float]] = {"peer": [], "truth_agreement": []}
@@ -143,6 +163,8 @@ def recall(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: Pe
     # the default threshold (the default plan is the first sweep's column at the default value).
     variants: dict[str, dict[str, Any]] = {f"clearance_acorn_{a}": {"acorn_max_selectivity": a} for a in sweep}
     variants |= {f"clearance_ef_{ef}": {"hnsw_ef": ef} for ef in efs if ef != planner.hnsw_ef}
+    variants |= {f"clearance_exact_below_{n_exact}": {"exact": plans_exact(st, visible)}
+                 for n_exact, st in (recall_first or {}).items()}
     sweep_lat: dict[str, list[float]] = {k: [] for k in variants}
     got |= {k: [] for k in variants}
     for _text, vec in qs:
@@ -166,7 +188,10 @@ def recall(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: Pe
 
 
 def markdown(report: dict[str, Any]) -> str:
+    counts = report.get("queries", {})
     lines = [f"### Clearance beside PostgreSQL + pgvector, {report['chunks']:,} chunks ({report['when']})", "",
+             f"Queries: {counts.get('timed', '?')} timed per phase (10 of them warm-up), "
+             f"{counts.get('recall', '?')} for dense recall@10 against exact filtered search.", "",
              "| scope | share | Clearance hybrid p50/p99 ms | peer hybrid OR p50/p99 | peer hybrid AND p50/p99 | "
              "hybrid p99 ratio (vs OR) | Clearance dense p50/p99 | peer dense p50/p99 | dense recall@10 Clearance | peer |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -179,7 +204,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{r['peer_hybrid_and']['p50_ms']:.2f} / {r['peer_hybrid_and']['p99_ms']:.2f} | {r['ratio_hybrid_p99_vs_peer_or']:.3f} | "
             f"{r['clearance_dense']['p50_ms']:.2f} / {r['clearance_dense']['p99_ms']:.2f} | "
             f"{r['peer_dense']['p50_ms']:.2f} / {r['peer_dense']['p99_ms']:.2f} | "
-            f"{rec.get(default, float('nan')):.3f} | {rec['peer']:.3f} |")
+            f"{rec.get(default, float('nan')):.4f} | {rec['peer']:.4f} |")
     for prefix, what in (("clearance_acorn_", "ACORN threshold (`retrieval.acorn_max_selectivity`)"),
                          ("clearance_ef_", f"HNSW ef (`retrieval.hnsw_ef`; {RetrievalSettings().hnsw_ef} is the default "
                                            "column above), at the default ACORN threshold")):
@@ -191,9 +216,23 @@ def markdown(report: dict[str, Any]) -> str:
                   "| scope | share | " + " | ".join(s.removeprefix(prefix) for s in sweep) + " | peer |",
                   "|---|---|" + "---|" * (len(sweep) + 1)]
         for label, r in report["scopes"].items():
-            cells = [f"{r['recall_at_10'].get(s, float('nan')):.3f} ({r['sweep_dense_p50_ms'].get(s, float('nan')):.1f})"
+            cells = [f"{r['recall_at_10'].get(s, float('nan')):.4f} ({r['sweep_dense_p50_ms'].get(s, float('nan')):.1f})"
                      for s in sweep]
-            lines.append(f"| {label} | {r['effective_share']:.3f} | " + " | ".join(cells) + f" | {r['recall_at_10']['peer']:.3f} |")
+            lines.append(f"| {label} | {r['effective_share']:.3f} | " + " | ".join(cells) + f" | {r['recall_at_10']['peer']:.4f} |")
+    recall_first = sorted({int(k.removeprefix("clearance_exact_below_")) for r in report["scopes"].values()
+                           for k in r["recall_at_10"] if k.startswith("clearance_exact_below_")})
+    for n_exact in recall_first:
+        lines += ["", f"Recall-first planner (`retrieval.exact_below_points = {n_exact}`: exact dense search for every "
+                      f"scope up to {n_exact:,} chunks), timed in the same alternating phases:", "",
+                  "| scope | share | dense recall@10 default | recall-first | peer | recall-first dense p50/p99 | "
+                  "recall-first hybrid p50/p99 | hybrid p99 ratio (vs peer OR) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for label, r in report["scopes"].items():
+            rec, d, h = r["recall_at_10"], r[f"clearance_dense_exact_below_{n_exact}"], r[f"clearance_hybrid_exact_below_{n_exact}"]
+            lines.append(f"| {label} | {r['effective_share']:.3f} | {rec.get(default, float('nan')):.4f} | "
+                         f"{rec[f'clearance_exact_below_{n_exact}']:.4f} | {rec['peer']:.4f} | "
+                         f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f} | {h['p50_ms']:.2f} / {h['p99_ms']:.2f} | "
+                         f"{r[f'ratio_hybrid_p99_vs_peer_or_exact_below_{n_exact}']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

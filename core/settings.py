@@ -134,7 +134,10 @@ class RetrievalSettings(Section):
     # at 1M chunks ACORN found 0.41 of the exact top 10 at 1 % visible and 0.81 at a 25k-chunk
     # scope (2.5 %); brute force there 1.0 in 27 ms (BENCHMARKS.md, "Recall under the whole
     # scope"). Exact costs ~1 us per chunk in scope at 1M, so the bound is a cost bound. 0: never.
-    exact_below_points: int = 30_000
+    # At least the index's chunk count: every dense search exact (recall-first; at 100k chunks dense
+    # p50 0.8-22 ms against 1.3-7.8 ms, the graph's 0.998-1.000 becoming 1.000: BENCHMARKS.md,
+    # "Beside a peer"; no hnsw_ef up to 800 got there on every query).
+    exact_below_points: int = Field(default=30_000, ge=0)
     # Which documents BM25's IDF is computed over. "visible": the caller's compiled scope, so a
     # score never depends on documents the caller cannot see (with global IDF, one visible
     # document's score reveals how many hidden ones hold the term). "tenant": the caller's

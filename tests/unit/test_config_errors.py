@@ -87,6 +87,19 @@ def test_valid_settings_load(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().retrieval.source_max_age_s == {"wiki": 3600}
 
 
+def test_the_exact_search_bound_is_a_count_never_negative(monkeypatch: pytest.MonkeyPatch) -> None:
+    """0 means never exact, a value at least the index's size means always (recall-first); a
+    negative one is a typo that would silently mean "never", so it is refused."""
+    for k in [k for k in os.environ if k.startswith("CLEARANCE_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("CLEARANCE_RETRIEVAL__EXACT_BELOW_POINTS", "-100000")
+    with pytest.raises(InvalidSettingsError) as err:
+        load_settings()
+    assert err.value.problems == ["CLEARANCE_RETRIEVAL__EXACT_BELOW_POINTS: expected a number >= 0, got '-100000'"]
+    monkeypatch.setenv("CLEARANCE_RETRIEVAL__EXACT_BELOW_POINTS", "100000")
+    assert load_settings().retrieval.exact_below_points == 100_000
+
+
 def test_a_broken_acl_toml_is_one_line_per_problem(tmp_path: Path) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
