@@ -51,12 +51,16 @@ test: install lint
 
 # Benchmarks are never part of `make test`; figures land in bench/results and BENCHMARKS.md.
 BENCH_SIZES ?= 10000 100000 1000000
+# Clearance beside PostgreSQL + pgvector (bench/peer.py; pgvector built from Debian's source on first use)
+PEER_SIZE ?= 100000
 bench: install
 	for n in $(BENCH_SIZES); do $(BIN)/python -m bench.engine --chunks $$n || exit 1; done
 	for n in $(BENCH_SIZES); do $(BIN)/python -m bench.idf --chunks $$n || exit 1; done
 	$(BIN)/python -m bench.idf_quality
 	for n in $(BENCH_SIZES); do $(BIN)/python -m bench.e2e --chunks $$n || exit 1; done
 	$(BIN)/python -m bench.ingest --docs 1000
+	@ls /usr/share/postgresql/*/extension/vector.control >/dev/null 2>&1 || bash bench/peers/build_pgvector.sh
+	$(BIN)/python -m bench.peer --chunks $(PEER_SIZE) --queries 100 --recall-queries 300 --acorn 0.5 --ef 300 400 800
 	$(BIN)/python -m bench.report
 
 # Reliability and security battery (issue #9): each item exits non-zero on a violation; all run,
