@@ -15,7 +15,8 @@ compiled scope sets the selectivity (the ACL share times the fresh share; effect
   ``retrieval.acorn_max_selectivity``) and each ``--ef`` (``retrieval.hnsw_ef``);
 - the recall-first planner of each ``--exact-below`` value (``retrieval.exact_below_points``:
   exact search for every scope up to that many chunks): its dense recall, and its dense and
-  hybrid latency as timed phases beside the default's, since the peer reaches 1.000 by scanning.
+  hybrid latency, timed in the same run after the default's and the peer's phases, since the
+  peer reaches 1.000 by scanning.
 
     bash bench/peers/build_pgvector.sh            # once, as root
     python -m bench.peer --chunks 100000          # -> bench/results/peer-100000.{json,md}
@@ -121,23 +122,24 @@ def latency(index: EdgeIndex, peer: PgVectorPeer, flt: CompiledFilter, pscope: P
             enc: Bm25Encoder, planner: RetrievalSettings,
             recall_first: dict[int, RetrievalSettings] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    phases: list[tuple[str, Callable[[str, np.ndarray], object]]] = [
-        ("clearance_dense", lambda t, v: index.search(
-            planned_query("dense", v, None, flt, index=index, settings=planner), flt)),
-        ("peer_dense", lambda t, v: peer.dense(v.tolist(), pscope)),
-        ("clearance_hybrid", lambda t, v: index.search(
-            planned_query("hybrid", v, enc.encode_query(t), flt, index=index, settings=planner), flt)),
-        ("peer_hybrid_or", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="or")),
-        ("peer_hybrid_and", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="and")),
-    ]
+
     def planned(mode: str, st: RetrievalSettings) -> Callable[[str, np.ndarray], object]:
+        """Clearance's query for this mode as ``SearchService`` plans it under ``st``."""
         return lambda t, v: index.search(planned_query(
             mode, v, enc.encode_query(t) if mode == "hybrid" else None, flt, index=index, settings=st), flt)
 
+    phases: list[tuple[str, Callable[[str, np.ndarray], object]]] = [
+        ("clearance_dense", planned("dense", planner)),
+        ("peer_dense", lambda t, v: peer.dense(v.tolist(), pscope)),
+        ("clearance_hybrid", planned("hybrid", planner)),
+        ("peer_hybrid_or", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="or")),
+        ("peer_hybrid_and", lambda t, v: peer.hybrid(t, v.tolist(), pscope, lexical="and")),
+    ]
+    # the recall-first planners' phases come after those, back to back
     for n_exact, st in (recall_first or {}).items():
         phases += [(f"clearance_dense_exact_below_{n_exact}", planned("dense", st)),
                    (f"clearance_hybrid_exact_below_{n_exact}", planned("hybrid", st))]
-    for name, fn in phases:  # alternating: each Clearance phase is followed by the peer's
+    for name, fn in phases:  # the default's phases alternate: each Clearance phase is followed by the peer's
         times: list[float] = []
         for i, (text, vec) in enumerate(qs):
             if i < 10:  # warm-up
@@ -223,7 +225,7 @@ def markdown(report: dict[str, Any]) -> str:
                            for k in r["recall_at_10"] if k.startswith("clearance_exact_below_")})
     for n_exact in recall_first:
         lines += ["", f"Recall-first planner (`retrieval.exact_below_points = {n_exact}`: exact dense search for every "
-                      f"scope up to {n_exact:,} chunks), timed in the same alternating phases:", "",
+                      f"scope up to {n_exact:,} chunks), timed in the same run, after the default's and the peer's phases:", "",
                   "| scope | share | dense recall@10 default | recall-first | peer | recall-first dense p50/p99 | "
                   "recall-first hybrid p50/p99 | hybrid p99 ratio (vs peer OR) |",
                   "|---|---|---|---|---|---|---|---|"]
